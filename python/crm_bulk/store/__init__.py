@@ -1,0 +1,1 @@
+"""Storage backends: PostgreSQL (entities, jobs, ledger, queue) and ClickHouse (entity log)."""
