@@ -1,0 +1,51 @@
+# crm-bulk: `make run` starts the embedded stack; `make test` installs, starts the test services, runs every test.
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+SOURCES := pyproject.toml Cargo.toml $(shell find rust -name '*.rs' 2>/dev/null)
+
+.PHONY: install run test lint bench services-start services-stop clean
+
+$(STAMP): $(SOURCES)
+	@command -v cargo >/dev/null || { echo "make: a Rust toolchain (cargo) is required: https://rustup.rs" >&2; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/crm-bulk up
+
+# Services are stopped whatever the outcome; pytest's "no tests collected" (exit 5) counts as a failure.
+test: install
+	@scripts/services.sh start; \
+	CI=$${CI:-} $(VENV)/bin/pytest tests; rc=$$?; \
+	scripts/services.sh stop; \
+	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$rc
+
+lint: install
+	$(VENV)/bin/ruff check python tests benchmarks
+	$(VENV)/bin/ruff format --check python tests benchmarks
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest crm_bulk._core
+	cargo clippy --all-targets -- -D warnings
+	cargo test
+
+bench: install
+	@scripts/services.sh start postgres redis kafka; \
+	$(VENV)/bin/pytest benchmarks --benchmark-only; rc=$$?; \
+	scripts/services.sh stop; exit $$rc
+
+services-start:
+	scripts/services.sh start
+
+services-stop:
+	scripts/services.sh stop
+
+clean:
+	scripts/services.sh stop || true
+	rm -rf $(VENV) target .services
