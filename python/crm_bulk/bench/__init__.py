@@ -1,0 +1,1 @@
+"""The throughput benchmark suite behind `crm-bulk bench`: data, baselines, scenarios, report."""

@@ -1,0 +1,1 @@
+python/crm_bulk/sql
