@@ -1,13 +1,15 @@
-"""The `crm-bulk` command line: `up`, `api`, `worker`, `scheduler`, `migrate`.
+"""The `crm-bulk` command line: `up`, `api`, `worker`, `scheduler`, `migrate`, `bench`.
 
-Every failure a user can cause (bad settings, unreachable backends) ends with one line naming the problem and a
-non-zero exit code, never a traceback.
+Every failure a user can cause (bad settings, unreachable backends) ends with one line naming the problem
+and a non-zero exit code, never a traceback.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
@@ -95,7 +97,11 @@ def serve_api(settings: Settings, database_url: str) -> None:
 
     app = create_app(settings, database_url=database_url)
     config = uvicorn.Config(
-        app, host=settings.api_host, port=settings.api_port, log_level=settings.log_level.lower(), lifespan="on"
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     server.run()
@@ -119,18 +125,96 @@ def api() -> None:
 
 
 @main.command()
+@click.option(
+    "--processes", type=click.IntRange(min=1), default=None, help="Worker processes (default: setting)."
+)
+@click.option("--burst", is_flag=True, help="Exit once the queue is empty (tests, one-off backfills).")
 @friendly_errors
-def up() -> None:
-    """Embedded all-in-one: start or attach PostgreSQL, migrate, serve the API. Ctrl-C stops everything."""
+def worker(processes: int | None, burst: bool) -> None:
+    """Run the worker pool: N processes consuming chunks and applying them."""
     from crm_bulk.deployment import running_database
+    from crm_bulk.worker.pool import run_worker_pool
+
+    settings = load_settings()
+    with running_database(settings, start=False) as url:
+        require_database(url)
+        run_worker_pool(settings, processes or settings.worker_processes, burst=burst, database_url=url)
+
+
+@main.command()
+@friendly_errors
+def scheduler() -> None:
+    """Dispatch due scheduled jobs, plan queued ones, release chunks fairly, finalise finished jobs."""
+    from crm_bulk.deployment import running_database
+    from crm_bulk.dispatch.scheduler import run_scheduler
+
+    settings = load_settings()
+    with running_database(settings, start=False) as url:
+        require_database(url)
+        stop = threading.Event()
+        restore = _stop_on_signals(stop)
+        try:
+            run_scheduler(settings, stop, database_url=url)
+        finally:
+            _restore_signals(restore)
+
+
+@main.command()
+@click.option(
+    "--processes", type=click.IntRange(min=1), default=None, help="Worker processes (default: setting)."
+)
+@friendly_errors
+def up(processes: int | None) -> None:
+    """Embedded all-in-one: start or attach PostgreSQL, migrate, run workers and scheduler, serve the API.
+
+    Ctrl-C stops the API, drains the workers, stops the scheduler and the PostgreSQL this command started.
+    """
+    from crm_bulk.deployment import running_database
+    from crm_bulk.dispatch.scheduler import run_scheduler
     from crm_bulk.store.migrate import migrate as apply_migrations
+    from crm_bulk.worker.pool import run_worker_pool
 
     settings = load_settings()
     settings.resolved_jwt_secret()
     with running_database(settings, start=True) as url:
         require_database(url)
         apply_migrations(url)
-        serve_api(settings, url)
+        stop = threading.Event()
+        background = [
+            threading.Thread(
+                target=run_worker_pool,
+                args=(settings, processes or settings.worker_processes),
+                kwargs={"database_url": url, "stop_event": stop},
+                name="crm-bulk-workers",
+            ),
+            threading.Thread(
+                target=run_scheduler,
+                args=(settings, stop),
+                kwargs={"database_url": url},
+                name="crm-bulk-scheduler",
+            ),
+        ]
+        for thread in background:
+            thread.start()
+        try:
+            serve_api(settings, url)
+        finally:
+            stop.set()
+            for thread in background:
+                thread.join(timeout=150)
+
+
+def _stop_on_signals(stop: threading.Event) -> dict[int, object]:
+    """SIGINT/SIGTERM set `stop` instead of raising, so loops finish their step and clean up."""
+    previous: dict[int, object] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, lambda *_: stop.set())
+    return previous
+
+
+def _restore_signals(previous: dict[int, object]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

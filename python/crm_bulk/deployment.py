@@ -31,7 +31,7 @@ def database_url(settings: Settings) -> str:
 
 @contextmanager
 def running_database(settings: Settings, *, start: bool) -> Iterator[str]:
-    """Yield the DSN; with `start`, start the embedded server if needed and stop it on exit if we started it."""
+    """Yield the DSN; with `start`, start the embedded server if needed, stopping it on exit if we did."""
     if settings.database_url is not None:
         yield settings.database_url
         return
@@ -39,7 +39,8 @@ def running_database(settings: Settings, *, start: bool) -> Iterator[str]:
     if not start:
         if not server.is_running():
             raise BackendUnavailableError(
-                "postgres", "CRM_BULK_DATABASE_URL",
+                "postgres",
+                "CRM_BULK_DATABASE_URL",
                 f"the embedded PostgreSQL in {server.data_dir} is not running; start it with `crm-bulk up`",
             )
         yield server.dsn

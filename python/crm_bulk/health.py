@@ -85,7 +85,9 @@ def queue_status(settings: Settings, database_status: BackendStatus) -> BackendS
     """The queue: the Postgres table rides on the database; Kafka is probed."""
     if settings.queue_kind == "kafka":
         return probe_kafka(settings.kafka_bootstrap)
-    return BackendStatus("postgres-table", database_status.target, ok=database_status.ok, error=database_status.error)
+    return BackendStatus(
+        "postgres-table", database_status.target, ok=database_status.ok, error=database_status.error
+    )
 
 
 def ratelimit_status(settings: Settings) -> BackendStatus:

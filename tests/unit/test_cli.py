@@ -16,18 +16,31 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CRM_BULK_")}
     return subprocess.run(
         [sys.executable, "-m", "crm_bulk.cli", *args],
-        env={**clean, **env}, cwd=cwd, capture_output=True, text=True, timeout=60, check=False,
+        env={**clean, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
 @pytest.mark.parametrize(
     ("args", "env", "variable", "code"),
     [
-        (["migrate"], {"CRM_BULK_DATABASE_URL": "mysql://db/x", "CRM_BULK_JWT_SECRET": SECRET},
-         "CRM_BULK_DATABASE_URL", 2),
+        (
+            ["migrate"],
+            {"CRM_BULK_DATABASE_URL": "mysql://db/x", "CRM_BULK_JWT_SECRET": SECRET},
+            "CRM_BULK_DATABASE_URL",
+            2,
+        ),
         (["api"], {"CRM_BULK_DATABASE_URL": "postgresql://127.0.0.1:1/x"}, "CRM_BULK_JWT_SECRET", 2),
-        (["api"], {"CRM_BULK_DATABASE_URL": "postgresql://127.0.0.1:1/x", "CRM_BULK_JWT_SECRET": SECRET},
-         "CRM_BULK_DATABASE_URL", 3),
+        (
+            ["api"],
+            {"CRM_BULK_DATABASE_URL": "postgresql://127.0.0.1:1/x", "CRM_BULK_JWT_SECRET": SECRET},
+            "CRM_BULK_DATABASE_URL",
+            3,
+        ),
         (["migrate"], {"CRM_BULK_CHUNK_SIZE": "many"}, "CRM_BULK_CHUNK_SIZE", 2),
         (["up"], {"CRM_BULK_QUEUE_URL": "kafka:/broken"}, "CRM_BULK_QUEUE_URL", 2),
     ],

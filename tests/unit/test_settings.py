@@ -47,7 +47,10 @@ def test_values_are_read_and_typed() -> None:
     ("env", "variable"),
     [
         ({"CRM_BULK_DATABASE_URL": "mysql://db/x", "CRM_BULK_JWT_SECRET": SECRET}, "CRM_BULK_DATABASE_URL"),
-        ({"CRM_BULK_DATABASE_URL": "postgresql:///nohost", "CRM_BULK_JWT_SECRET": SECRET}, "CRM_BULK_DATABASE_URL"),
+        (
+            {"CRM_BULK_DATABASE_URL": "postgresql:///nohost", "CRM_BULK_JWT_SECRET": SECRET},
+            "CRM_BULK_DATABASE_URL",
+        ),
         ({"CRM_BULK_DATABASE_URL": "postgresql://db/x"}, "CRM_BULK_JWT_SECRET"),
         ({"CRM_BULK_JWT_SECRET": "short"}, "CRM_BULK_JWT_SECRET"),
         ({"CRM_BULK_QUEUE_URL": "amqp://rabbit"}, "CRM_BULK_QUEUE_URL"),
@@ -69,7 +72,9 @@ def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> Non
 
 def test_passwords_never_appear_in_errors() -> None:
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({"CRM_BULK_DATABASE_URL": "mysql://user:hunter2@db/x", "CRM_BULK_JWT_SECRET": SECRET})
+        Settings.from_env(
+            {"CRM_BULK_DATABASE_URL": "mysql://user:hunter2@db/x", "CRM_BULK_JWT_SECRET": SECRET}
+        )
     assert "hunter2" not in str(caught.value)
 
 

@@ -10,24 +10,89 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-FIRST = ["Ana", "Ben", "Chloé", "Dmitri", "Eve", "Farah", "Giulia", "Hiro", "Ines", "José", "Kai", "Lena",
-         "Mateo", "Nadia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tomás", "Uma", "Viktor", "Wen", "Zoë"]
-LAST = ["Smith", "García", "Müller", "Rossi", "Kowalski", "Nguyen", "O'Brien", "Johansson", "Silva", "Tanaka",
-        "Dubois", "Novak", "Kim", "Haddad", "Jensen", "Okafor", "Petrov", "Costa", "Fischer", "Moreau"]
-COMPANIES = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark Industries", "Wayne Enterprises",
-             "Soylent", "Vandelay", "Wonka", "Tyrell", "Cyberdyne", "Aperture", "Massive Dynamic"]
+FIRST = [
+    "Ana",
+    "Ben",
+    "Chloé",
+    "Dmitri",
+    "Eve",
+    "Farah",
+    "Giulia",
+    "Hiro",
+    "Ines",
+    "José",
+    "Kai",
+    "Lena",
+    "Mateo",
+    "Nadia",
+    "Omar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sven",
+    "Tomás",
+    "Uma",
+    "Viktor",
+    "Wen",
+    "Zoë",
+]
+LAST = [
+    "Smith",
+    "García",
+    "Müller",
+    "Rossi",
+    "Kowalski",
+    "Nguyen",
+    "O'Brien",
+    "Johansson",
+    "Silva",
+    "Tanaka",
+    "Dubois",
+    "Novak",
+    "Kim",
+    "Haddad",
+    "Jensen",
+    "Okafor",
+    "Petrov",
+    "Costa",
+    "Fischer",
+    "Moreau",
+]
+COMPANIES = [
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Hooli",
+    "Stark Industries",
+    "Wayne Enterprises",
+    "Soylent",
+    "Vandelay",
+    "Wonka",
+    "Tyrell",
+    "Cyberdyne",
+    "Aperture",
+    "Massive Dynamic",
+]
 TITLES = ["Engineer", "Manager", "Director", "VP Sales", "CTO", "Analyst", "Designer", "Founder", None]
 DOMAINS = ["example.com", "mail.example.org", "corp.example.net", "bücher.example", "example.co.uk"]
 AREA_CODES = [212, 213, 303, 305, 312, 404, 415, 503, 512, 617, 702, 206, 646, 718, 801, 919]
 TAGS = ["vip", "newsletter", "trial", "churn-risk", "partner", "beta", "enterprise", "smb"]
 PLANS = ["free", "trial", "pro", "enterprise"]
-BAD_EMAILS = ["{u}example.com", "{u}@", "{u} @example.com", "{u}@example..com", "@example.com", "{u}@@example.com"]
+BAD_EMAILS = [
+    "{u}example.com",
+    "{u}@",
+    "{u} @example.com",
+    "{u}@example..com",
+    "@example.com",
+    "{u}@@example.com",
+]
 
 
 def generate_contacts(
     n: int, *, seed: int = 20261129, invalid_email_rate: float = 0.02, duplicate_rate: float = 0.0
 ) -> pl.DataFrame:
-    """`n` contacts with columns email, first_name, last_name, phone, company, job_title, tags, custom_fields."""
+    """`n` contacts: email, first_name, last_name, phone, company, job_title, tags, custom_fields."""
     rng = np.random.default_rng(seed)
     idx = np.arange(n)
     first = np.array(FIRST, dtype=object)[rng.integers(0, len(FIRST), n)]
@@ -39,7 +104,9 @@ def generate_contacts(
             "last_name": last.astype(str),
             "domain": np.array(DOMAINS)[rng.integers(0, len(DOMAINS), n)],
             "company": np.array(COMPANIES)[rng.integers(0, len(COMPANIES), n)],
-            "job_title": pl.Series(np.array(TITLES, dtype=object)[rng.integers(0, len(TITLES), n)], dtype=pl.Utf8),
+            "job_title": pl.Series(
+                np.array(TITLES, dtype=object)[rng.integers(0, len(TITLES), n)], dtype=pl.Utf8
+            ),
             "area": np.array(AREA_CODES)[rng.integers(0, len(AREA_CODES), n)],
             "exchange": rng.integers(200, 999, n),
             "line": rng.integers(0, 10_000, n),
@@ -61,7 +128,11 @@ def generate_contacts(
     bad_email = pl.lit(None, dtype=pl.Utf8)
     for kind, template in enumerate(BAD_EMAILS):
         left, _, right = template.partition("{u}")
-        bad_email = pl.when(pl.col("bad_kind") == kind).then(pl.lit(left) + local + pl.lit(right)).otherwise(bad_email)
+        bad_email = (
+            pl.when(pl.col("bad_kind") == kind)
+            .then(pl.lit(left) + local + pl.lit(right))
+            .otherwise(bad_email)
+        )
     tags_lookup = pl.Series(TAGS)
     frame = frame.with_columns(
         email=pl.when(pl.col("bad")).then(bad_email).otherwise(good_email),
@@ -75,16 +146,26 @@ def generate_contacts(
         tags=pl.concat_list(
             pl.col("tag_a").replace_strict(list(range(len(TAGS))), list(tags_lookup), return_dtype=pl.Utf8),
             pl.when(pl.col("tag_b") < len(TAGS))
-            .then(pl.col("tag_b").replace_strict(list(range(len(TAGS))), list(tags_lookup), default=None,
-                                                 return_dtype=pl.Utf8))
+            .then(
+                pl.col("tag_b").replace_strict(
+                    list(range(len(TAGS))), list(tags_lookup), default=None, return_dtype=pl.Utf8
+                )
+            )
             .otherwise(pl.lit(None, dtype=pl.Utf8)),
-        ).list.drop_nulls().list.unique(maintain_order=True),
-        custom_fields=pl.lit('{"plan":"') + pl.col("plan") + pl.lit('","score":') + pl.col("score").cast(pl.Utf8)
+        )
+        .list.drop_nulls()
+        .list.unique(maintain_order=True),
+        custom_fields=pl.lit('{"plan":"')
+        + pl.col("plan")
+        + pl.lit('","score":')
+        + pl.col("score").cast(pl.Utf8)
         + pl.lit("}"),
     )
     if duplicate_rate > 0:
         frame = _inject_duplicates(frame, rng, duplicate_rate)
-    return frame.select("email", "first_name", "last_name", "phone", "company", "job_title", "tags", "custom_fields")
+    return frame.select(
+        "email", "first_name", "last_name", "phone", "company", "job_title", "tags", "custom_fields"
+    )
 
 
 def _inject_duplicates(frame: pl.DataFrame, rng: np.random.Generator, rate: float) -> pl.DataFrame:
@@ -101,5 +182,3 @@ def _inject_duplicates(frame: pl.DataFrame, rng: np.random.Generator, rate: floa
             continue
         emails[target] = email.upper() if variant == 0 else f"  {email} " if variant == 1 else email
     return frame.with_columns(email=pl.Series(emails, dtype=pl.Utf8))
-
-
