@@ -105,7 +105,7 @@ class LocalPostgres:
             f"-p {self.port} -k {self.data_dir}",
             "start",
         ]
-        result = subprocess.run(args, capture_output=True, text=True, user=user, check=False)
+        result = subprocess.run(args, capture_output=True, text=True, user=user, group=user, check=False)
         if result.returncode != 0:
             tail = _tail(self.data_dir / "server.log")
             raise BackendUnavailableError(
@@ -126,6 +126,7 @@ class LocalPostgres:
             capture_output=True,
             text=True,
             user=_server_user(),
+            group=_server_user(),
             check=False,
         )
 
@@ -153,6 +154,7 @@ class LocalPostgres:
             capture_output=True,
             text=True,
             user=user,
+            group=user,
             check=True,
         )
         with (self.data_dir / "postgresql.conf").open("a") as conf:

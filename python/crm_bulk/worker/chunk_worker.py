@@ -1,0 +1,335 @@
+"""One worker process's loop: consume → pace → `apply_chunk` → commit, with the retry policy around apply.
+
+- A redelivered chunk whose ledger row is final is acknowledged without pacing or applying.
+- Transient failures are retried per `RetryPolicy` (each attempt noted on the ledger row with a
+  `chunk_retried` event); a chunk that exhausts them, or fails permanently, goes to the dead-letter topic and
+  is marked failed with its outcome rows (`crm_bulk.dispatch.ledger.fail_chunk`), then acknowledged.
+- Losing Postgres is not an attempt: the worker waits for the database before trying (or recording) anything.
+- On stop (SIGTERM) the chunk being applied finishes and is committed; a chunk still waiting for its pacing
+  budget or a retry is left unacknowledged and goes to another worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from uuid import UUID
+
+import psycopg
+
+from crm_bulk.apply.engine import apply_chunk
+from crm_bulk.dispatch.ledger import FINAL_CHUNK_STATES, fail_chunk, note_retry
+from crm_bulk.errors import CrmBulkError, RetryableError
+from crm_bulk.events import record_event
+from crm_bulk.queue.protocol import ChunkConsumer, Delivery
+from crm_bulk.sqlfiles import query
+from crm_bulk.worker import metrics
+from crm_bulk.worker.pacing import EntityPacer, PacingInterruptedError
+from crm_bulk.worker.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+LAG_EVERY_SECONDS = 5.0
+# A worker-side pacing wait this long is worth a `paced` event on the job.
+PACED_EVENT_SECONDS = 1.0
+MAX_RECONNECT_WAIT = 5.0
+
+
+class WorkerStoppingError(Exception):
+    """The worker was told to stop while a delivery was not finished; it stays unacknowledged."""
+
+
+@dataclass
+class WorkerCounters:
+    """What one worker did (shown by `repr`)."""
+
+    deliveries: int = 0
+    applied: int = 0
+    already_done: int = 0
+    failed: int = 0
+    retries: int = 0
+    abandoned: int = 0
+    commit_failures: int = 0
+
+
+class ChunkWorker:
+    """The consume loop of one process; `stop` ends it after the chunk in hand."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        database_url: str,
+        consumer: ChunkConsumer,
+        pacer: EntityPacer,
+        policy: RetryPolicy,
+        stop: threading.Event,
+        max_messages: int = 1,
+        poll_timeout: float = 0.5,
+    ) -> None:
+        self.name = name
+        self._url = database_url
+        self._consumer = consumer
+        self._pacer = pacer
+        self._policy = policy
+        self._stop = stop
+        self._max_messages = max_messages
+        self._poll_timeout = poll_timeout
+        self._conn: psycopg.Connection[Any] | None = None
+        self.counters = WorkerCounters()
+
+    def __repr__(self) -> str:
+        return f"ChunkWorker({self.name!r}, {self.counters}, {self._consumer!r})"
+
+    def run(self, *, burst: bool = False, idle_exit_seconds: float = 5.0) -> WorkerCounters:
+        """Consume until stopped; with `burst`, also once the queue stayed empty for `idle_exit_seconds`."""
+        idle_since = time.monotonic()
+        last_lag = 0.0
+        try:
+            while not self._stop.is_set():
+                if time.monotonic() - last_lag >= LAG_EVERY_SECONDS:
+                    self._report_lag()
+                    last_lag = time.monotonic()
+                try:
+                    batch = self._consumer.consume(
+                        max_messages=self._max_messages, timeout=self._poll_timeout
+                    )
+                except RetryableError as exc:
+                    log.warning("%s: queue unavailable: %s", self.name, exc)
+                    self._stop.wait(1.0)
+                    continue
+                if not batch:
+                    if burst and time.monotonic() - idle_since >= idle_exit_seconds:
+                        log.info("%s: queue empty, burst run done", self.name)
+                        break
+                    continue
+                self._handle_batch(batch)
+                idle_since = time.monotonic()
+        finally:
+            self._close_connection()
+        log.info("%s stopped: %s", self.name, self.counters)
+        return self.counters
+
+    def _handle_batch(self, batch: list[Delivery]) -> None:
+        handled: list[Delivery] = []
+        try:
+            for delivery in batch:
+                self.counters.deliveries += 1
+                self.handle(delivery)
+                handled.append(delivery)
+        except WorkerStoppingError as exc:
+            abandoned = len(batch) - len(handled)
+            self.counters.abandoned += abandoned
+            metrics.CHUNKS.labels("abandoned").inc(abandoned)
+            log.info("%s: %s; %d deliveries left for redelivery", self.name, exc, abandoned)
+        finally:
+            self._commit(handled)
+
+    def _commit(self, handled: list[Delivery]) -> None:
+        if not handled:
+            return
+        try:
+            self._consumer.commit(handled)
+        except RetryableError as exc:
+            # Applied already: the redelivery that follows finds the ledger row final and is skipped.
+            self.counters.commit_failures += 1
+            log.warning(
+                "%s: commit of %d deliveries failed, they will be redelivered and skipped: %s",
+                self.name,
+                len(handled),
+                exc,
+            )
+
+    def handle(self, delivery: Delivery) -> str:
+        """Bring one delivery's chunk to a final ledger state; return `applied`, `already_done` or `failed`.
+
+        Raises `WorkerStoppingError` when told to stop before the chunk is final.
+        """
+        message = delivery.message
+        try:
+            job_id = UUID(message.job_id)
+        except ValueError:
+            return self._give_up(delivery, None, 1, f"message names no job: {message.job_id!r}")
+        looked_up = self._lookup(job_id, message.chunk_no)
+        if looked_up is None:
+            return self._give_up(
+                delivery, None, 1, f"chunk {message.chunk_no} of job {job_id} is not in the ledger"
+            )
+        state, rate = looked_up
+        if state in FINAL_CHUNK_STATES:
+            self.counters.already_done += 1
+            metrics.CHUNKS.labels("already_done").inc()
+            return "already_done"
+        self._pace(job_id, message.account_id, message.chunk_no, message.entity_count, rate)
+        attempt = 1
+        while True:
+            conn = self._connection()
+            started = time.perf_counter()
+            try:
+                result = apply_chunk(conn, job_id, message.chunk_no, worker=self.name, attempt=attempt)
+            except Exception as exc:
+                self._drop_if_broken()
+                decision = self._policy.decide(exc, attempt)
+                if not decision.retry:
+                    return self._give_up(delivery, job_id, attempt, decision.reason)
+                self.counters.retries += 1
+                metrics.RETRIES.inc()
+                log.warning(
+                    "%s: job %s chunk %s attempt %d failed, retrying in %.1f s: %s",
+                    self.name,
+                    job_id,
+                    message.chunk_no,
+                    attempt,
+                    decision.wait,
+                    decision.reason,
+                )
+                self._note_retry(job_id, message.chunk_no, attempt, decision.reason)
+                if self._stop.wait(decision.wait):
+                    raise WorkerStoppingError(f"stopping between attempts of {delivery.describe()}") from exc
+                attempt += 1
+                continue
+            break
+        if result.state == "already_done":
+            self.counters.already_done += 1
+            metrics.CHUNKS.labels("already_done").inc()
+            return "already_done"
+        self.counters.applied += 1
+        metrics.CHUNKS.labels("applied").inc()
+        metrics.CHUNK_SECONDS.observe(time.perf_counter() - started)
+        for outcome in ("succeeded", "failed", "skipped"):
+            metrics.ENTITIES.labels(outcome).inc(getattr(result, outcome))
+        return "applied"
+
+    def _pace(self, job_id: UUID, account_id: int, chunk_no: int, entities: int, rate: float) -> None:
+        try:
+            waited = self._pacer.wait_for(account_id, entities, rate)
+        except PacingInterruptedError as exc:
+            raise WorkerStoppingError(str(exc)) from exc
+        metrics.PACING_WAIT.observe(waited)
+        if waited >= PACED_EVENT_SECONDS:
+            detail = f"waited {waited:.1f} s for {entities} entities at {rate:g}/s"
+            self._with_database(
+                lambda conn: record_event(
+                    conn,
+                    job_id=job_id,
+                    account_id=account_id,
+                    event="paced",
+                    chunk_no=chunk_no,
+                    detail=detail,
+                )
+            )
+
+    def _give_up(self, delivery: Delivery, job_id: UUID | None, attempts: int, reason: str) -> str:
+        """Dead-letter the delivery, then record the chunk failed with its outcome rows."""
+        log.error(
+            "%s: giving up on %s after %d attempts: %s", self.name, delivery.describe(), attempts, reason
+        )
+        self._until_done(
+            "dead-letter",
+            lambda: self._consumer.dead_letter(delivery, reason=reason, worker=self.name, attempts=attempts),
+        )
+        metrics.DEAD_LETTERS.inc()
+        if job_id is not None:
+            try:
+                self._with_database(
+                    lambda conn: fail_chunk(
+                        conn,
+                        job_id,
+                        delivery.message.chunk_no,
+                        reason=reason,
+                        worker=self.name,
+                        attempts=attempts,
+                    )
+                )
+            except (psycopg.Error, CrmBulkError):
+                # The chunk stays open; the scheduler publishes it again later (stale release).
+                log.exception(
+                    "%s: could not record job %s chunk %s as failed",
+                    self.name,
+                    job_id,
+                    delivery.message.chunk_no,
+                )
+        self.counters.failed += 1
+        metrics.CHUNKS.labels("failed").inc()
+        return "failed"
+
+    def _note_retry(self, job_id: UUID, chunk_no: int, attempt: int, reason: str) -> None:
+        """Best effort: the retry goes ahead even if the note cannot be written (the database may be down)."""
+        try:
+            note_retry(self._connection_now(), job_id, chunk_no, attempt=attempt, reason=reason)
+        except (psycopg.Error, CrmBulkError) as exc:
+            self._drop_if_broken()
+            log.warning("%s: could not note retry of job %s chunk %s: %s", self.name, job_id, chunk_no, exc)
+
+    def _lookup(self, job_id: UUID, chunk_no: int) -> tuple[str, float] | None:
+        def read(conn: psycopg.Connection[Any]) -> tuple[str, float] | None:
+            row = conn.execute(
+                query("postgres", "dispatch", "chunk_for_worker"), {"job_id": job_id, "chunk_no": chunk_no}
+            ).fetchone()
+            return None if row is None else (str(row[0]), float(row[1]))
+
+        return self._with_database(read)
+
+    def _with_database(self, action: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """Run `action(conn)`, waiting out connection failures (they are not the chunk's fault)."""
+        while True:
+            conn = self._connection()
+            try:
+                return action(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self._drop_if_broken(force=True)
+                log.warning("%s: database call failed, waiting for the database: %s", self.name, exc)
+                if self._stop.wait(0.5):
+                    raise WorkerStoppingError("stopping while waiting for the database") from exc
+
+    def _until_done(self, what: str, action: Callable[[], None]) -> None:
+        """Repeat `action` until it succeeds (a broker outage delays it), or the worker stops."""
+        delay = 0.5
+        while True:
+            try:
+                action()
+                return
+            except RetryableError as exc:
+                log.warning("%s: %s failed, retrying in %.1f s: %s", self.name, what, delay, exc)
+                if self._stop.wait(delay):
+                    raise WorkerStoppingError(f"stopping before {what} succeeded") from exc
+                delay = min(delay * 2, MAX_RECONNECT_WAIT)
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        """The connection, reconnecting with backoff until the database answers (or the worker stops)."""
+        delay = 0.25
+        while True:
+            try:
+                return self._connection_now()
+            except psycopg.OperationalError as exc:
+                log.warning("%s: database unavailable, retrying in %.1f s: %s", self.name, delay, exc)
+                if self._stop.wait(delay):
+                    raise WorkerStoppingError("stopping while the database is unavailable") from exc
+                delay = min(delay * 2, MAX_RECONNECT_WAIT)
+
+    def _connection_now(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._close_connection()
+            self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
+        return self._conn
+
+    def _drop_if_broken(self, *, force: bool = False) -> None:
+        if self._conn is not None and (force or self._conn.broken or self._conn.closed):
+            self._close_connection()
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def _report_lag(self) -> None:
+        lag = self._consumer.lag()
+        if lag is not None:
+            metrics.QUEUE_LAG.set(lag)

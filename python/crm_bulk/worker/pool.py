@@ -1,0 +1,277 @@
+"""`crm-bulk worker --processes N`: a supervisor and N worker processes, one queue consumer each, one group.
+
+The supervisor spawns the processes (fresh interpreters: no client or connection crosses a fork), restarts
+one that dies (backing off if it keeps dying young), serves the pool's Prometheus metrics, and on
+SIGTERM/SIGINT tells every worker to drain — finish the chunk in hand, commit, leave the group — killing
+only those still busy after `drain_timeout`. In burst mode each worker exits once the queue stays empty and
+the supervisor returns when all have.
+
+With a ClickHouse server (an http(s) DSN) every worker process also runs the log shipper; with chDB the
+process that owns the chDB store (the API) ships, and workers never open it.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
+
+from prometheus_client import Counter
+
+from crm_bulk.deployment import database_url as resolved_database_url
+from crm_bulk.settings import Settings
+from crm_bulk.worker import metrics
+
+log = logging.getLogger(__name__)
+
+# A worker that dies sooner than this after starting counts as crashing young: back off before the next start.
+YOUNG_DEATH_SECONDS = 10.0
+MAX_RESTART_DELAY = 30.0
+
+
+@dataclass
+class _Slot:
+    number: int
+    process: BaseProcess | None = None
+    started_at: float = 0.0
+    next_start: float = 0.0
+    young_deaths: int = 0
+    finished: bool = False
+    restarts: int = 0
+
+
+def worker_process_main(settings: Settings, slot: int, burst: bool, database_url: str) -> None:
+    """Entry point of one worker process (spawned): consume until SIGTERM/SIGINT (or, in burst mode, idle)."""
+    from crm_bulk.queue import open_consumer
+    from crm_bulk.ratelimit import limiter_from_settings
+    from crm_bulk.worker.chunk_worker import ChunkWorker
+    from crm_bulk.worker.pacing import EntityPacer
+    from crm_bulk.worker.retry import RetryPolicy
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s",
+    )
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("worker %d received %s, draining", slot, signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    name = f"{socket.gethostname()}:{os.getpid()}:w{slot}"
+    consumer = open_consumer(settings, client_id=name, database_url=database_url)
+    pacer = EntityPacer(limiter_from_settings(settings), namespace=settings.kafka_topic_prefix, stop=stop)
+    worker = ChunkWorker(
+        name=name,
+        database_url=database_url,
+        consumer=consumer,
+        pacer=pacer,
+        policy=RetryPolicy.from_settings(settings),
+        stop=stop,
+    )
+    shipper = _start_shipper(settings, database_url, stop)
+    try:
+        worker.run(burst=burst)
+    finally:
+        stop.set()
+        consumer.close()
+        if shipper is not None:
+            shipper.join(timeout=30)
+
+
+def ships_from_workers(settings: Settings) -> bool:
+    """True when ClickHouse is a server (workers ship); False for chDB (its owning process ships)."""
+    return settings.clickhouse_url is not None and not settings.clickhouse_url.startswith("chdb")
+
+
+def _start_shipper(settings: Settings, database_url: str, stop: threading.Event) -> threading.Thread | None:
+    if not ships_from_workers(settings):
+        return None
+    from crm_bulk.shipper import run_shipper
+
+    thread = threading.Thread(
+        target=run_shipper,
+        args=(settings, stop),
+        kwargs={"database_url": database_url},
+        name="crm-bulk-shipper",
+        daemon=True,
+    )
+    thread.start()
+    return thread
+
+
+def run_worker_pool(
+    settings: Settings,
+    processes: int,
+    *,
+    burst: bool = False,
+    database_url: str | None = None,
+    stop_event: threading.Event | None = None,
+    drain_timeout: float = 120.0,
+) -> int:
+    """Supervise `processes` workers until SIGTERM/SIGINT (or `stop_event`, or, with `burst`, until every
+    worker found the queue empty). Returns the exit code: 0.
+
+    `database_url` overrides the DSN from settings; `stop_event` replaces signal handling (embedding, tests).
+    """
+    if processes < 1:
+        raise ValueError("processes must be at least 1")
+    from crm_bulk.queue import wait_for_queue
+
+    url = database_url or resolved_database_url(settings)
+    stop = stop_event or threading.Event()
+    restore = _install_signal_handlers(stop) if stop_event is None else {}
+    try:
+        if wait_for_queue(settings, stop):
+            _supervise(settings, processes, burst=burst, url=url, stop=stop, drain_timeout=drain_timeout)
+    finally:
+        for signum, handler in restore.items():
+            signal.signal(signum, handler)
+    return 0
+
+
+def _supervise(
+    settings: Settings, processes: int, *, burst: bool, url: str, stop: threading.Event, drain_timeout: float
+) -> None:
+    """Keep `processes` workers alive until `stop` (or the end of a burst), then drain them."""
+    metrics_dir = tempfile.mkdtemp(prefix="crm-bulk-metrics-") if settings.worker_metrics_port else None
+    previous_env = os.environ.get(metrics.MULTIPROC_ENV)
+    if metrics_dir is not None:
+        # Read by prometheus_client when the spawned workers import it.
+        os.environ[metrics.MULTIPROC_ENV] = metrics_dir
+    restarts = metrics.restarts_counter()
+    server = _serve_metrics(settings, metrics_dir, restarts)
+    ctx = multiprocessing.get_context("spawn")
+    slots = [_Slot(number=n) for n in range(processes)]
+    log.info(
+        "worker pool: %d processes, queue %s%s", processes, settings.queue_kind, ", burst" if burst else ""
+    )
+    try:
+        while not stop.is_set():
+            now = time.monotonic()
+            for slot in slots:
+                _tend(ctx, slot, settings=settings, burst=burst, url=url, now=now, restarts=restarts)
+            if burst and all(s.finished for s in slots):
+                break
+            stop.wait(0.2)
+    finally:
+        _drain(slots, drain_timeout)
+        if server is not None:
+            server.stop()
+        if metrics_dir is not None:
+            if previous_env is None:
+                os.environ.pop(metrics.MULTIPROC_ENV, None)
+            else:
+                os.environ[metrics.MULTIPROC_ENV] = previous_env
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    log.info("worker pool stopped; restarts per slot: %s", {s.number: s.restarts for s in slots})
+
+
+def _tend(
+    ctx: multiprocessing.context.SpawnContext,
+    slot: _Slot,
+    *,
+    settings: Settings,
+    burst: bool,
+    url: str,
+    now: float,
+    restarts: Counter,
+) -> None:
+    """Start a slot's process when due; notice one that died and schedule its restart."""
+    if slot.finished:
+        return
+    proc = slot.process
+    if proc is None:
+        if now >= slot.next_start:
+            proc = ctx.Process(
+                target=worker_process_main,
+                args=(settings, slot.number, burst, url),
+                name=f"crm-bulk-worker-{slot.number}",
+            )
+            proc.start()
+            slot.process, slot.started_at = proc, now
+            log.info("worker %d started (pid %s)", slot.number, proc.pid)
+        return
+    if proc.is_alive():
+        return
+    code = proc.exitcode
+    if proc.pid is not None:
+        metrics.forget_process(proc.pid)
+    slot.process = None
+    if burst and code == 0:
+        slot.finished = True
+        log.info("worker %d finished its burst", slot.number)
+        return
+    lived = now - slot.started_at
+    slot.young_deaths = slot.young_deaths + 1 if lived < YOUNG_DEATH_SECONDS else 0
+    delay = min(MAX_RESTART_DELAY, 0.5 * 2**slot.young_deaths) if slot.young_deaths else 0.0
+    slot.next_start = now + delay
+    slot.restarts += 1
+    restarts.inc()
+    log.error(
+        "worker %d (pid %s) died with exit code %s after %.1f s; restarting in %.1f s",
+        slot.number,
+        proc.pid,
+        code,
+        lived,
+        delay,
+    )
+
+
+def _drain(slots: list[_Slot], timeout: float) -> None:
+    """SIGTERM every live worker, wait up to `timeout` for all, then SIGKILL the rest."""
+    live = [s.process for s in slots if s.process is not None and s.process.is_alive()]
+    for proc in live:
+        if proc.pid is not None:
+            os.kill(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in live:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            log.error("worker pid %s did not drain within %.0f s; killing it", proc.pid, timeout)
+            proc.kill()
+            proc.join(10)
+
+
+def _install_signal_handlers(stop: threading.Event) -> dict[signal.Signals, Any]:
+    """SIGTERM and SIGINT set `stop`; returns the previous handlers (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("supervisor received %s: draining workers", signal.Signals(signum).name)
+        stop.set()
+
+    previous: dict[signal.Signals, Any] = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.getsignal(signum)
+        signal.signal(signum, handler)
+    return previous
+
+
+def _serve_metrics(
+    settings: Settings, metrics_dir: str | None, restarts: Counter
+) -> metrics.MetricsServer | None:
+    if not settings.worker_metrics_port:
+        return None
+    try:
+        return metrics.serve_metrics(
+            settings.worker_metrics_port, multiprocess_dir=metrics_dir, extra=[restarts]
+        )
+    except OSError as exc:
+        log.error(
+            "worker metrics not served: cannot listen on port %d: %s", settings.worker_metrics_port, exc
+        )
+        return None
