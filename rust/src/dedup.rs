@@ -1,0 +1,127 @@
+//! Duplicate detection within a column and stable key hashes for checks across chunks.
+use arrow_array::ArrayRef;
+use arrow_buffer::{BooleanBufferBuilder, NullBuffer};
+use hashbrown::hash_table::{Entry, HashTable};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::columns::{bool_column, int64_column, uint64_column, StrColumn};
+use crate::error::{CoreError, CoreResult};
+
+/// The stable 64-bit hash of a key: XXH3-64 (seed 0) of its UTF-8 bytes.
+#[inline]
+pub fn hash_key(key: &str) -> u64 {
+    xxh3_64(key.as_bytes())
+}
+
+/// For each row: is it the first occurrence of its key, and if not, the row of that first occurrence.
+///
+/// Returns (is_first: Boolean, first_index: Int64, null for firsts). Null keys are never duplicates.
+/// The table holds 4-byte row numbers rather than string references, so it stays a fraction of the
+/// size and most probes stay in cache; keys are compared through the row they point at.
+pub fn first_occurrence_column(keys: &StrColumn) -> CoreResult<(ArrayRef, ArrayRef)> {
+    let len = keys.len();
+    if u32::try_from(len).is_err() {
+        return Err(CoreError::Value(format!(
+            "first_occurrence: {len} rows exceed one call's limit"
+        )));
+    }
+    let values: Vec<Option<&str>> = keys.iter().collect();
+    let key_at = |row: u32| values.get(row as usize).copied().flatten();
+    let mut table: HashTable<u32> = HashTable::with_capacity(len);
+    let mut is_first = BooleanBufferBuilder::new(len);
+    let mut has_first = BooleanBufferBuilder::new(len);
+    let mut first_index: Vec<i64> = Vec::with_capacity(len);
+    for (row, key) in (0u32..).zip(values.iter()) {
+        let first = key.and_then(|key| {
+            let entry = table.entry(
+                hash_key(key),
+                |&seen| key_at(seen) == Some(key),
+                |&seen| key_at(seen).map_or(0, hash_key),
+            );
+            match entry {
+                Entry::Occupied(seen) => Some(i64::from(*seen.get())),
+                Entry::Vacant(slot) => {
+                    slot.insert(row);
+                    None
+                }
+            }
+        });
+        is_first.append(first.is_none());
+        has_first.append(first.is_some());
+        first_index.push(first.unwrap_or(0));
+    }
+    let nulls = NullBuffer::new(has_first.finish());
+    let nulls = (nulls.null_count() > 0).then_some(nulls);
+    Ok((
+        bool_column(is_first.finish()),
+        int64_column(first_index, nulls),
+    ))
+}
+
+/// The hash kernel over a column: UInt64 XXH3 per key, null for null keys.
+pub fn hash_key_column(keys: &StrColumn) -> ArrayRef {
+    let hashes = keys.iter().map(|k| k.map_or(0, hash_key)).collect();
+    uint64_column(hashes, keys.nulls())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int64Type, UInt64Type};
+    use arrow_array::Array;
+
+    fn run(keys: &[Option<&str>]) -> (Vec<bool>, Vec<Option<i64>>) {
+        let (is_first, first_index) =
+            first_occurrence_column(&StrColumn::from_values(keys.iter().copied())).expect("runs");
+        let is_first = is_first
+            .as_boolean()
+            .iter()
+            .map(|v| v.expect("no nulls"))
+            .collect();
+        (
+            is_first,
+            first_index.as_primitive::<Int64Type>().iter().collect(),
+        )
+    }
+
+    #[test]
+    fn marks_first_occurrences() {
+        let keys = [
+            Some("a"),
+            Some("b"),
+            Some("a"),
+            None,
+            None,
+            Some("b"),
+            Some("a"),
+            Some(""),
+        ];
+        let (is_first, first_index) = run(&keys);
+        assert_eq!(
+            is_first,
+            vec![true, true, false, true, true, false, false, true]
+        );
+        assert_eq!(
+            first_index,
+            vec![None, None, Some(0), None, None, Some(1), Some(0), None]
+        );
+    }
+
+    #[test]
+    fn all_distinct_has_all_null_indexes() {
+        let (is_first, first_index) = run(&[Some("x"), Some("y")]);
+        assert_eq!(is_first, vec![true, true]);
+        assert_eq!(first_index, vec![None, None]);
+    }
+
+    #[test]
+    fn hashes_are_xxh3_and_stable() {
+        // Reference values of XXH3-64 with seed 0.
+        assert_eq!(hash_key(""), 0x2D06_8005_38D3_94C2);
+        let column = hash_key_column(&StrColumn::from_values([Some("abc"), None]));
+        let hashes = column.as_primitive::<UInt64Type>();
+        assert_eq!(hashes.value(0), hash_key("abc"));
+        assert!(hashes.is_null(1));
+    }
+}
