@@ -30,6 +30,10 @@ class BackendUnavailableError(CrmBulkError):
         self.setting = setting
 
 
+class AuthenticationError(CrmBulkError):
+    """Credentials or a token that do not prove who the caller is (HTTP 401)."""
+
+
 class RetryableError(CrmBulkError):
     """A transient failure: the same work may succeed if tried again."""
 

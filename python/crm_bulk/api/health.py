@@ -7,6 +7,7 @@ import time
 import msgspec
 from litestar import Response, get
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 
 from crm_bulk import health
 from crm_bulk.api.resources import Resources
@@ -24,10 +25,12 @@ def _clickhouse_status(resources: Resources) -> health.BackendStatus:
     kind = "chdb" if target.startswith("chdb://") else "clickhouse"
     started = time.perf_counter()
     try:
-        resources.clickhouse().command("SELECT 1")
+        resources.store.client().command("SELECT 1")
     except Exception as exc:  # clickhouse-connect and chDB raise several unrelated types
         return health.BackendStatus(kind, target, ok=False, error=str(exc).splitlines()[0][:300])
-    return health.BackendStatus(kind, target, ok=True, latency_ms=round((time.perf_counter() - started) * 1000, 2))
+    return health.BackendStatus(
+        kind, target, ok=True, latency_ms=round((time.perf_counter() - started) * 1000, 2)
+    )
 
 
 def collect(resources: Resources) -> HealthBody:
@@ -43,13 +46,30 @@ def collect(resources: Resources) -> HealthBody:
     return HealthBody(status=status, backends=backends)
 
 
-@get("/healthz", sync_to_thread=True, tags=["operations"], summary="Process liveness, with each backend reported")
+@get(
+    "/healthz",
+    sync_to_thread=True,
+    tags=["operations"],
+    security=[{}],
+    summary="Process liveness, with each backend reported",
+)
 def healthz(state: State) -> HealthBody:
     """Always 200 while the process serves; the body says how each backend answers."""
     return collect(state.resources)
 
 
-@get("/readyz", sync_to_thread=True, tags=["operations"], summary="Readiness: 503 unless every backend answers")
+@get(
+    "/readyz",
+    sync_to_thread=True,
+    tags=["operations"],
+    security=[{}],
+    summary="Readiness: 503 unless every backend answers",
+    responses={
+        503: ResponseSpec(
+            HealthBody, description="A backend does not answer; the body says which.", generate_examples=False
+        )
+    },
+)
 def readyz(state: State) -> Response[HealthBody]:
     """200 when every backend answers, else 503 with the same body."""
     body = collect(state.resources)

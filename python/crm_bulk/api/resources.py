@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from crm_bulk.auth.throttle import LoginThrottle
+from crm_bulk.auth.tokens import TokenCodec
 from crm_bulk.deployment import database_url
+from crm_bulk.ratelimit import RateLimiter, RedisLimiter, limiter_from_settings
 from crm_bulk.settings import Settings
+from crm_bulk.store.clickhouse import ClickHouseStore
 
 log = logging.getLogger(__name__)
+
+# Request handlers run in worker threads (anyio's default limit is 40); beyond this many connections they
+# queue for one instead of piling onto PostgreSQL.
+POOL_MAX_SIZE = 12
+POOL_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass
@@ -19,26 +32,61 @@ class Resources:
 
     settings: Settings
     database_url: str
-    _clickhouse: Any = None
-    _clickhouse_lock: threading.Lock = field(default_factory=threading.Lock)
+    store: ClickHouseStore
+    limiter: RateLimiter
+    tokens: TokenCodec
+    login_throttle: LoginThrottle
+    _pool: ConnectionPool[psycopg.Connection[Any]] | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, database_url_override: str | None = None) -> Resources:
-        """Resources for `settings`; tests pass the database they created."""
-        return cls(settings=settings, database_url=database_url_override or database_url(settings))
+        """Resources for `settings` (nothing is connected yet); tests pass the database they created."""
+        limiter = limiter_from_settings(settings)
+        return cls(
+            settings=settings,
+            database_url=database_url_override or database_url(settings),
+            store=ClickHouseStore(settings.clickhouse_dsn),
+            limiter=limiter,
+            tokens=TokenCodec.from_settings(settings),
+            login_throttle=LoginThrottle(limiter),
+        )
 
-    def clickhouse(self) -> Any:
-        """The clickhouse-connect client, created on first use (chDB opens its store lazily)."""
-        with self._clickhouse_lock:
-            if self._clickhouse is None:
-                import clickhouse_connect
+    def open(self) -> None:
+        """Start the PostgreSQL pool; connections are made in the background, so a down database does not stop
+        the process from serving `/healthz` and `/readyz`."""
+        if self._pool is None:
+            self._pool = ConnectionPool(
+                self.database_url,
+                min_size=1,
+                max_size=POOL_MAX_SIZE,
+                timeout=POOL_TIMEOUT_SECONDS,
+                open=False,
+                name="crm-bulk-api",
+            )
+            self._pool.open(wait=False)
 
-                self._clickhouse = clickhouse_connect.get_client(dsn=self.settings.clickhouse_dsn)
-            return self._clickhouse
+    @contextmanager
+    def connection(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in a transaction that commits when the block ends without an exception; with
+        `autocommit`, one for code that manages its own transactions."""
+        if self._pool is None:
+            self.open()
+        assert self._pool is not None
+        with self._pool.connection() as conn:
+            if not autocommit:
+                yield conn
+                return
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                conn.autocommit = False
 
     def close(self) -> None:
         """Release every client."""
-        with self._clickhouse_lock:
-            if self._clickhouse is not None:
-                self._clickhouse.close()
-                self._clickhouse = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        self.store.close()
+        if isinstance(self.limiter, RedisLimiter):
+            self.limiter.close()

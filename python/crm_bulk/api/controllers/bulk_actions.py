@@ -1,0 +1,318 @@
+"""`/bulk-actions`: create jobs (JSON or a streamed upload), follow them, read their logs and errors."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import anyio.to_thread
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.response import Stream
+
+from crm_bulk.actions.specs import BulkActionRequest
+from crm_bulk.api.import_session import ImportSession
+from crm_bulk.api.openapi_extras import ErrorsOperation, ImportUploadOperation
+from crm_bulk.api.problems import AUTHENTICATED, problem_responses
+from crm_bulk.api.resources import Resources
+from crm_bulk.api.security import editor, viewer
+from crm_bulk.api.uploads import parser_for
+from crm_bulk.auth.accounts import Principal
+from crm_bulk.jobs import repository as jobs
+from crm_bulk.jobs.control import cancel_job
+from crm_bulk.jobs.repository import Job, JobPage
+from crm_bulk.store.clickhouse import MAX_LOG_LIMIT
+
+log = logging.getLogger(__name__)
+
+JobStatus = Literal[
+    "scheduled", "queued", "running", "completed", "completed_with_errors", "failed", "cancelled"
+]
+Outcome = Literal["succeeded", "failed", "skipped"]
+ERROR_CSV_BATCH = 50_000
+
+
+class ThroughputPoint(msgspec.Struct):
+    """Entities that reached their final outcome in the second starting at `t`."""
+
+    t: datetime
+    entities: int
+
+
+class LatencyPercentiles(msgspec.Struct):
+    """Chunk apply time percentiles in milliseconds; null while no chunk has finished."""
+
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class JobStats(msgspec.Struct):
+    """Aggregates of a job's entity log (ClickHouse)."""
+
+    outcomes: dict[str, int]
+    errors_by_code: dict[str, int]
+    skipped_by_reason: dict[str, int]
+    throughput: list[ThroughputPoint]
+    chunk_latency_ms: LatencyPercentiles
+
+
+class LogItem(msgspec.Struct):
+    """One entity's final outcome."""
+
+    entity_id: int | None
+    email: str
+    outcome: str
+    code: str
+    message: str
+    at: datetime
+
+
+class LogPage(msgspec.Struct):
+    """A page of a job's entity log; `next_cursor` is null on the last page."""
+
+    items: list[LogItem]
+    next_cursor: str | None
+
+
+class ErrorReport(msgspec.Struct):
+    """Failed and skipped entities: counts per code, and the first `limit` of them."""
+
+    summary: dict[str, int]
+    items: list[LogItem]
+
+
+def _job_of(resources: Resources, account_id: int, job_id: UUID) -> Job:
+    with resources.connection() as conn:
+        return jobs.get_job(conn, account_id, job_id)
+
+
+def _csv_rows(resources: Resources, account_id: int, job_id: UUID) -> Iterator[bytes]:
+    header = True
+    for frame in resources.store.iter_errors(job_id, account_id, batch_size=ERROR_CSV_BATCH):
+        out = io.BytesIO()
+        frame.write_csv(out, include_header=header)
+        header = False
+        yield out.getvalue()
+    if header:
+        yield b"entity_id,email,outcome,code,message,at\n"
+
+
+class BulkActionController(Controller):
+    """Bulk jobs of the caller's account; viewers read, editors create and cancel."""
+
+    path = "/bulk-actions"
+    tags = ["bulk-actions"]  # noqa: RUF012 - Litestar reads it as a class attribute
+    guards = [viewer]  # noqa: RUF012
+
+    @post(
+        "",
+        guards=[editor],
+        sync_to_thread=True,
+        status_code=202,
+        summary="Create a bulk action",
+        responses=problem_responses(*AUTHENTICATED, 403, 409, 422),
+    )
+    def create_bulk_action(
+        self,
+        data: JSONBody[BulkActionRequest],
+        principal: NamedDependency[Principal],
+        resources: NamedDependency[Resources],
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                min_length=1,
+                max_length=200,
+                description="The same key and body within 24 hours answer with the same job.",
+            ),
+        ] = None,
+    ) -> Job:
+        """The job starts `queued` (or `scheduled` until `scheduled_for`); 409 when the idempotency key was
+        used with another body."""
+        with resources.connection() as conn:
+            return jobs.create_job(
+                conn,
+                account_id=principal.account_id,
+                created_by=principal.user_id,
+                request=data,
+                idempotency_key=idempotency_key,
+            )
+
+    @post(
+        "/import",
+        guards=[editor],
+        status_code=202,
+        request_max_body_size=None,
+        summary="Import contacts from a streamed CSV or NDJSON upload",
+        operation_class=ImportUploadOperation,
+        responses=problem_responses(400, 401, 403, 415, 422, 429, 503),
+    )
+    async def import_upload(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        resources: NamedDependency[Resources],
+        on_duplicate: Annotated[
+            Literal["skip", "update"], QueryParameter(description="What a row whose email exists does")
+        ] = "skip",
+        scheduled_for: Annotated[
+            datetime | None, QueryParameter(description="Start no earlier than this (ISO 8601, future)")
+        ] = None,
+    ) -> Job:
+        """Rows are parsed and stored as chunks while they arrive, so the file is never held whole; the job
+        exists (and becomes visible) once the upload has ended well. Bad rows do not fail the upload: each
+        becomes that entity's outcome. A malformed file answers 422 and leaves nothing behind."""
+        parser = parser_for(request.headers.get("content-type", ""))
+        if parser is None:
+            raise HTTPException(status_code=415, detail="send Content-Type: text/csv or application/x-ndjson")
+        spec = BulkActionRequest(action="import", on_duplicate=on_duplicate, scheduled_for=scheduled_for)
+        upload = ImportSession(resources, principal, spec, parser)
+        try:
+            async for piece in request.stream():
+                if piece:
+                    await anyio.to_thread.run_sync(upload.consume, piece)
+            return await anyio.to_thread.run_sync(upload.finish)
+        except BaseException:
+            await anyio.to_thread.run_sync(upload.abort)
+            raise
+
+    @get(
+        "",
+        sync_to_thread=True,
+        summary="The account's bulk actions, newest first",
+        responses=problem_responses(*AUTHENTICATED, 422),
+    )
+    def list_bulk_actions(
+        self,
+        principal: NamedDependency[Principal],
+        resources: NamedDependency[Resources],
+        status: Annotated[JobStatus | None, QueryParameter(description="Only jobs in this status")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=jobs.MAX_PAGE, description="Page size")] = 50,
+        cursor: Annotated[
+            str | None, QueryParameter(description="`next_cursor` of the previous page")
+        ] = None,
+    ) -> JobPage:
+        """Pages follow `next_cursor`."""
+        with resources.connection() as conn:
+            return jobs.list_jobs(conn, principal.account_id, status=status, limit=limit, cursor=cursor)
+
+    @get(
+        "/{job_id:uuid}",
+        sync_to_thread=True,
+        summary="A bulk action with its progress, rate and ETA",
+        responses=problem_responses(*AUTHENTICATED, 404),
+    )
+    def get_bulk_action(
+        self,
+        job_id: FromPath[UUID],
+        principal: NamedDependency[Principal],
+        resources: NamedDependency[Resources],
+    ) -> Job:
+        """404 for unknown ids and other accounts' jobs alike."""
+        return _job_of(resources, principal.account_id, job_id)
+
+    @get(
+        "/{job_id:uuid}/stats",
+        sync_to_thread=True,
+        summary="Outcome counts, error codes, throughput and chunk latency",
+        responses=problem_responses(*AUTHENTICATED, 404),
+    )
+    def get_stats(
+        self,
+        job_id: FromPath[UUID],
+        principal: NamedDependency[Principal],
+        resources: NamedDependency[Resources],
+    ) -> JobStats:
+        """From the entity log in ClickHouse; outcomes appear there shortly after their chunk is applied."""
+        _job_of(resources, principal.account_id, job_id)
+        return msgspec.convert(resources.store.stats(job_id, principal.account_id), JobStats)
+
+    @get(
+        "/{job_id:uuid}/logs",
+        sync_to_thread=True,
+        summary="The job's entity log, one final outcome per entity",
+        responses=problem_responses(*AUTHENTICATED, 404, 422),
+    )
+    def get_logs(
+        self,
+        *,
+        job_id: FromPath[UUID],
+        principal: NamedDependency[Principal],
+        resources: NamedDependency[Resources],
+        outcome: Annotated[Outcome | None, QueryParameter(description="Only this outcome")] = None,
+        entity_id: Annotated[
+            int | None, QueryParameter(ge=1, le=2**63 - 1, description="Only this contact")
+        ] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LOG_LIMIT, description="Page size")] = 100,
+        cursor: Annotated[
+            str | None, QueryParameter(description="`next_cursor` of the previous page")
+        ] = None,
+    ) -> LogPage:
+        """Ordered by outcome, chunk and row; pages follow `next_cursor`."""
+        _job_of(resources, principal.account_id, job_id)
+        page = resources.store.logs(
+            job_id, principal.account_id, outcome=outcome, entity_id=entity_id, limit=limit, cursor=cursor
+        )
+        return msgspec.convert(page, LogPage)
+
+    @get(
+        "/{job_id:uuid}/errors",
+        sync_to_thread=True,
+        summary="Failed and skipped entities: a summary by code, or the whole list as CSV",
+        operation_class=ErrorsOperation,
+        responses=problem_responses(*AUTHENTICATED, 404, 406),
+    )
+    def get_errors(
+        self,
+        job_id: FromPath[UUID],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        resources: NamedDependency[Resources],
+        limit: Annotated[
+            int, QueryParameter(ge=1, le=MAX_LOG_LIMIT, description="Items in the JSON answer")
+        ] = 100,
+    ) -> Response[ErrorReport]:
+        """With `Accept: text/csv` the answer streams every failed and skipped entity as CSV (entity_id,
+        email, outcome, code, message, at); otherwise JSON: counts per code and the first `limit` items."""
+        account_id = principal.account_id
+        _job_of(resources, account_id, job_id)
+        accept = request.headers.get("accept", "")
+        if "text/csv" in accept.lower():
+            filename = f"bulk-action-{job_id}-errors.csv"
+            return Stream(  # type: ignore[return-value]
+                _csv_rows(resources, account_id, job_id),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+            )
+        summary = resources.store.error_summary(job_id, account_id)
+        first = next(iter(resources.store.iter_errors(job_id, account_id, batch_size=limit)), None)
+        items = [] if first is None else msgspec.convert(first.head(limit).to_dicts(), list[LogItem])
+        return Response(ErrorReport(summary=summary, items=items))
+
+    @post(
+        "/{job_id:uuid}/cancel",
+        guards=[editor],
+        sync_to_thread=True,
+        status_code=200,
+        summary="Cancel a bulk action",
+        responses=problem_responses(*AUTHENTICATED, 403, 404, 409),
+    )
+    def cancel_bulk_action(
+        self,
+        job_id: FromPath[UUID],
+        principal: NamedDependency[Principal],
+        resources: NamedDependency[Resources],
+    ) -> Job:
+        """Chunks not yet applied are cancelled; the job answers `cancelled` (or still finishing the chunks in
+        flight). 409 when it has already ended."""
+        # cancel_job commits its steps one by one (it must not hold the job row while waiting for chunks).
+        with resources.connection(autocommit=True) as conn:
+            return cancel_job(conn, principal.account_id, job_id)

@@ -1,0 +1,41 @@
+"""OpenAPI details Litestar cannot infer: the streamed upload's body and the CSV variant of an answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIType
+
+_TEXT = Schema(type=OpenAPIType.STRING)
+
+
+@dataclass
+class ImportUploadOperation(Operation):
+    """`POST /bulk-actions/import`: the body is a CSV or NDJSON stream, read as it arrives."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description=(
+                "CSV with a header row of contact field names (`tags` `;`-separated, `custom_fields` as JSON "
+                "text or `custom_fields.<key>` columns), or NDJSON, one import record per line."
+            ),
+            content={
+                "text/csv": OpenAPIMediaType(schema=_TEXT),
+                "application/x-ndjson": OpenAPIMediaType(schema=_TEXT),
+            },
+        )
+
+
+@dataclass
+class ErrorsOperation(Operation):
+    """`GET /bulk-actions/{id}/errors`: `Accept: text/csv` streams a CSV instead of the JSON summary."""
+
+    def __post_init__(self) -> None:
+        if self.responses is None:
+            return
+        ok = self.responses.get("200")
+        content = getattr(ok, "content", None)
+        if content is not None:
+            content["text/csv"] = OpenAPIMediaType(schema=_TEXT)

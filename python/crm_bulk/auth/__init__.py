@@ -1,0 +1,1 @@
+"""Who the caller is: accounts and their members, password hashes, access tokens, login throttling."""

@@ -1,0 +1,1 @@
+"""Single contacts through the API: validation, storage, listing with the filter language."""

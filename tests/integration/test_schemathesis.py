@@ -1,0 +1,134 @@
+"""Property-based conformance of every operation in `/schema/openapi.json`, authenticated as an admin.
+
+Schemathesis generates valid and invalid requests for each operation (a bounded number of examples, so CI
+stays fast); every answer must be below 500 and must match the schema: a documented status, content type,
+headers and body. Requests go through Litestar's test client, whose lifespan this module controls (chDB
+hosts one data path per process, so the store must close before the next module opens its own).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, settings
+from litestar import Litestar
+from litestar.testing import TestClient
+from schemathesis import checks
+
+from crm_bulk.api import create_app
+from tests.integration.api_support import (
+    Tenant,
+    end_open_jobs,
+    make_settings,
+    make_tenant,
+    newest_account_id,
+    running_client,
+)
+
+pytestmark = [pytest.mark.postgres, pytest.mark.clickhouse]
+
+MAX_EXAMPLES = int(os.environ.get("CRM_BULK_SCHEMATHESIS_EXAMPLES", "15"))
+BASE_URL = "http://testserver.local"
+CHECKS = [
+    checks.not_a_server_error,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_headers_conformance,
+    checks.response_schema_conformance,
+]
+
+
+@pytest.fixture(scope="module")
+def client(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient[Litestar]]:
+    yield from running_client(make_settings(tmp_path_factory.mktemp("api-schemathesis")), database_url)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_jobs_left_behind(database_url: str) -> Iterator[None]:
+    """Jobs this module leaves unfinished are cancelled at its end (the database is shared by the session)."""
+    before = newest_account_id(database_url)
+    yield
+    end_open_jobs(database_url, before)
+
+
+@pytest.fixture(scope="module")
+def tenant(client: TestClient[Litestar]) -> Tenant:
+    """An admin whose account has room for every generated request, a contact and a job to find."""
+    made = make_tenant(client, "Fuzzed")
+    client.patch("/accounts/me/limits", json={"api_requests_per_minute": 1_000_000}, headers=made.admin)
+    client.post("/contacts", json={"email": "fuzz@example.com", "company": "Acme"}, headers=made.admin)
+    client.post("/bulk-actions", json={"action": "delete", "target": {"ids": [1]}}, headers=made.admin)
+    return made
+
+
+def _document() -> dict[str, Any]:
+    """The OpenAPI document, generated without any backend (collection needs it before fixtures exist)."""
+    app = create_app(
+        make_settings(Path(tempfile.mkdtemp(prefix="crm-bulk-openapi-"))), database_url="postgresql://-"
+    )
+    document: dict[str, Any] = app.openapi_schema.to_schema()
+    return document
+
+
+# Uploads are text; schemathesis sends generated strings as the body.
+schemathesis.serializer.alias("application/x-ndjson", "text/plain")
+DOCUMENT = _document()
+schema = schemathesis.openapi.from_dict(DOCUMENT)
+
+
+def test_the_served_document_is_the_one_tested(client: TestClient[Litestar]) -> None:
+    served = client.get("/schema/openapi.json")
+    assert served.status_code == 200
+    assert served.json() == DOCUMENT
+    assert DOCUMENT["openapi"].startswith("3.1")
+    assert client.get("/schema").headers["content-type"].startswith("text/html")
+
+
+def _restore(database_url: str, tenant: Tenant) -> None:
+    """Undo what generated requests may have done to the caller itself (role, limits)."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "UPDATE memberships SET role = 'admin' WHERE user_id = %s AND account_id = %s",
+            [tenant.admin_id, tenant.account_id],
+        )
+        conn.execute(
+            "UPDATE accounts SET api_requests_per_minute = 1000000 WHERE id = %s", [tenant.account_id]
+        )
+
+
+def _send(client: TestClient[Litestar], kwargs: dict[str, Any]) -> Any:
+    body: dict[str, Any] = {}
+    if "json" in kwargs:
+        body["json"] = kwargs["json"]
+    elif "data" in kwargs:
+        data = kwargs["data"]
+        body["content"] = data.encode() if isinstance(data, str) else data
+    return client.request(
+        kwargs["method"], kwargs["url"], headers=kwargs["headers"], params=kwargs.get("params"), **body
+    )
+
+
+@schema.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
+def test_every_operation_conforms_to_the_schema(
+    case: Any, client: TestClient[Litestar], tenant: Tenant, database_url: str
+) -> None:
+    kwargs = case.as_transport_kwargs(base_url=BASE_URL, headers=tenant.admin)
+    response = _send(client, kwargs)
+    try:
+        case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs)
+    finally:
+        if case.path.startswith("/accounts/me"):
+            _restore(database_url, tenant)
