@@ -95,24 +95,20 @@ def generate_contacts(
     """`n` contacts: email, first_name, last_name, phone, company, job_title, tags, custom_fields."""
     rng = np.random.default_rng(seed)
     idx = np.arange(n)
-    first = np.array(FIRST, dtype=object)[rng.integers(0, len(FIRST), n)]
-    last = np.array(LAST, dtype=object)[rng.integers(0, len(LAST), n)]
     frame = pl.DataFrame(
         {
             "row": idx,
-            "first_name": first.astype(str),
-            "last_name": last.astype(str),
-            "domain": np.array(DOMAINS)[rng.integers(0, len(DOMAINS), n)],
-            "company": np.array(COMPANIES)[rng.integers(0, len(COMPANIES), n)],
-            "job_title": pl.Series(
-                np.array(TITLES, dtype=object)[rng.integers(0, len(TITLES), n)], dtype=pl.Utf8
-            ),
+            "first_name": _pick(FIRST, rng, n),
+            "last_name": _pick(LAST, rng, n),
+            "domain": _pick(DOMAINS, rng, n),
+            "company": _pick(COMPANIES, rng, n),
+            "job_title": _pick(TITLES, rng, n),
             "area": np.array(AREA_CODES)[rng.integers(0, len(AREA_CODES), n)],
             "exchange": rng.integers(200, 999, n),
             "line": rng.integers(0, 10_000, n),
             "tag_a": rng.integers(0, len(TAGS), n),
             "tag_b": rng.integers(0, len(TAGS) + 4, n),
-            "plan": np.array(PLANS)[rng.integers(0, len(PLANS), n)],
+            "plan": _pick(PLANS, rng, n),
             "score": rng.integers(0, 100, n),
             "bad": rng.random(n) < invalid_email_rate,
             "bad_kind": rng.integers(0, len(BAD_EMAILS), n),
@@ -168,17 +164,23 @@ def generate_contacts(
     )
 
 
+def _pick(values: list[str] | list[str | None], rng: np.random.Generator, n: int) -> pl.Series:
+    """`n` values drawn uniformly from `values` (None allowed), as a Utf8 column."""
+    return pl.Series(values, dtype=pl.Utf8).gather(rng.integers(0, len(values), n))
+
+
 def _inject_duplicates(frame: pl.DataFrame, rng: np.random.Generator, rate: float) -> pl.DataFrame:
     """Overwrite `rate` of the emails with an earlier row's email, upper-cased or padded."""
     n = frame.height
     dup_rows = np.flatnonzero(rng.random(n) < rate)
     dup_rows = dup_rows[dup_rows > 0]
     sources = (rng.random(dup_rows.size) * dup_rows).astype(np.int64)
-    emails = frame.get_column("email").to_numpy().astype(object)
-    variants = rng.integers(0, 3, dup_rows.size)
-    for target, source, variant in zip(dup_rows, sources, variants, strict=True):
-        email = emails[source]
-        if email is None:
-            continue
-        emails[target] = email.upper() if variant == 0 else f"  {email} " if variant == 1 else email
-    return frame.with_columns(email=pl.Series(emails, dtype=pl.Utf8))
+    variants = pl.Series(rng.integers(0, 3, dup_rows.size))
+    copies = pl.DataFrame({"email": frame.get_column("email").gather(sources), "variant": variants}).select(
+        pl.when(pl.col("variant") == 0)
+        .then(pl.col("email").str.to_uppercase())
+        .when(pl.col("variant") == 1)
+        .then(pl.lit("  ") + pl.col("email") + pl.lit(" "))
+        .otherwise(pl.col("email"))
+    )
+    return frame.with_columns(email=frame.get_column("email").scatter(dup_rows, copies.to_series()))
