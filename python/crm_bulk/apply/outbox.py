@@ -1,0 +1,92 @@
+"""The per-chunk outbox: one final outcome row per target entity, as an Arrow IPC stream.
+
+Schema (shared with the log shipper): `row_no int32` (position in the chunk input), `entity_id int64`
+(null for import rows that never got an id), `email utf8`, `outcome utf8`, `code utf8`, `message utf8`,
+`changed_fields list<utf8>`.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+
+from crm_bulk.apply.payload import decode_payload, read_ipc, write_ipc
+
+OUTCOME_SCHEMA = pa.schema(
+    [
+        pa.field("row_no", pa.int32(), nullable=False),
+        pa.field("entity_id", pa.int64()),
+        pa.field("email", pa.utf8()),
+        pa.field("outcome", pa.utf8(), nullable=False),
+        pa.field("code", pa.utf8(), nullable=False),
+        pa.field("message", pa.utf8()),
+        pa.field("changed_fields", pa.list_(pa.utf8())),
+    ]
+)
+OUTCOME_COLUMNS: tuple[str, ...] = tuple(OUTCOME_SCHEMA.names)
+
+# Every outcome code and the outcome it belongs to.
+CODE_OUTCOME: dict[str, str] = {
+    "succeeded": "succeeded",
+    "not_found": "skipped",
+    "no_change": "skipped",
+    "duplicate_email": "skipped",
+    "duplicate_in_input": "skipped",
+    "cancelled": "skipped",
+    "invalid_email": "failed",
+    "invalid_phone": "failed",
+    "invalid_field": "failed",
+    "too_long": "failed",
+    "internal": "failed",
+}
+
+
+def outcome_of(code: pl.Expr) -> pl.Expr:
+    """The outcome (`succeeded`, `skipped`, `failed`) of a code column."""
+    return code.replace_strict(CODE_OUTCOME, return_dtype=pl.Utf8)
+
+
+def encode_outcomes(frame: pl.DataFrame) -> bytes:
+    """The outbox bytes for an outcome frame with the `OUTCOME_SCHEMA` columns."""
+    table = frame.select(OUTCOME_COLUMNS).to_arrow().cast(OUTCOME_SCHEMA)
+    return write_ipc(table)
+
+
+def decode_outcomes(raw: bytes) -> pl.DataFrame:
+    """Outbox bytes back as a Polars frame."""
+    return read_ipc(raw)
+
+
+def outcome_counts(frame: pl.DataFrame) -> dict[str, int]:
+    """`{"succeeded": n, "failed": n, "skipped": n}` of an outcome frame."""
+    counts = {"succeeded": 0, "failed": 0, "skipped": 0}
+    grouped = frame.group_by("outcome").len()
+    for outcome, n in zip(grouped.get_column("outcome"), grouped.get_column("len"), strict=True):
+        counts[str(outcome)] = int(n)
+    return counts
+
+
+def uniform_outcomes(payload: bytes, *, code: str, message: str | None = None) -> pl.DataFrame:
+    """One row per entity of a chunk payload, all with the same code: the outbox of a chunk that never
+    applied (code `cancelled`) or failed as a whole (code `internal`)."""
+    if code not in CODE_OUTCOME:
+        raise ValueError(f"unknown outcome code {code!r}")
+    entities = decode_payload(payload)
+    n = entities.height
+    entity_id = (
+        entities.get_column("id") if "id" in entities.columns else pl.Series([None] * n, dtype=pl.Int64)
+    )
+    email = (
+        entities.get_column("email") if "email" in entities.columns else pl.Series([None] * n, dtype=pl.Utf8)
+    )
+    return pl.DataFrame(
+        {
+            "row_no": pl.int_range(n, dtype=pl.Int32, eager=True),
+            "entity_id": entity_id.cast(pl.Int64),
+            "email": email.cast(pl.Utf8),
+            "outcome": pl.Series([CODE_OUTCOME[code]] * n, dtype=pl.Utf8),
+            "code": pl.Series([code] * n, dtype=pl.Utf8),
+            "message": pl.Series([message] * n, dtype=pl.Utf8),
+            "changed_fields": pl.Series([None] * n, dtype=pl.List(pl.Utf8)),
+        }
+    )

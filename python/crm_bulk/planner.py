@@ -1,0 +1,199 @@
+"""The planner: a job's target becomes chunks, each a ledger row holding its input (an Arrow IPC payload).
+
+- ids / filter / all: a snapshot of the matching live contact ids at plan time, read by keyset pagination on
+  `id` (one page per chunk), so each chunk is an ascending run of ids.
+- import with inline records: the records in input order, sliced into chunks.
+- streamed import: the API appends slices as they arrive (`append_import_chunk`) and then calls
+  `finish_import`.
+
+Planning happens in one transaction holding the job row lock, so concurrent planners (several schedulers)
+plan a job once; planning a planned job returns its chunk count.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import numpy as np
+import polars as pl
+from psycopg import sql
+
+from crm_bulk.actions.filters import compile_filter
+from crm_bulk.actions.specs import ImportRecord
+from crm_bulk.apply.payload import IMPORT_TEXT_COLUMNS, encode_ids, encode_records, import_frame
+from crm_bulk.errors import ConflictError, NotFoundError, ValidationError
+from crm_bulk.jobs.repository import Conn
+from crm_bulk.sqlfiles import query
+
+log = logging.getLogger(__name__)
+
+# Entities per chunk, chosen with benchmarks/bench_apply.py (its chunk-size sweep).
+DEFAULT_CHUNK_SIZE = 5000
+
+
+def plan_job(conn: Conn, job_id: UUID, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> int:
+    """Write the job's ledger rows, set `total` and `planned`; return the chunk count.
+
+    A streamed import is planned by `finish_import`; calling this before then raises `ConflictError`.
+    """
+    _check_chunk_size(chunk_size)
+    with conn.transaction():
+        job = _lock_job(conn, job_id)
+        if job["planned"]:
+            return int(job["chunk_count"])
+        if job["action"] == "import":
+            if not job["inline_records"]:
+                raise ConflictError(f"streamed import {job_id} is planned by finish_import")
+            frame = _records_frame(conn, job_id)
+            chunks = _write_import_chunks(
+                conn, job_id, job["account_id"], frame, first_chunk_no=0, chunk_size=chunk_size
+            )
+            total = frame.height
+        else:
+            write = _write_listed_ids if job["target_ids"] else _write_snapshot_ids
+            chunks, total = write(conn, job_id, job["account_id"], chunk_size)
+        conn.execute(
+            query("postgres", "planner", "mark_planned"),
+            {"job_id": job_id, "total": total, "chunk_count": chunks},
+        )
+    log.info("planned job %s: %d entities in %d chunks", job_id, total, chunks)
+    return chunks
+
+
+def append_import_chunk(
+    conn: Conn, job_id: UUID, frame: pl.DataFrame, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> int:
+    """Append a slice of a streamed import (columns of `crm_bulk.apply.payload.IMPORT_SCHEMA`, any subset)
+    as ledger rows of at most `chunk_size` records; return how many chunks this call wrote."""
+    _check_chunk_size(chunk_size)
+    records = import_frame(frame)
+    with conn.transaction():
+        job = _lock_job(conn, job_id)
+        if job["action"] != "import":
+            raise ConflictError(f"job {job_id} is not an import")
+        if job["planned"]:
+            raise ConflictError(f"import {job_id} is already finished")
+        chunks = _write_import_chunks(
+            conn, job_id, job["account_id"], records, first_chunk_no=job["chunk_count"], chunk_size=chunk_size
+        )
+        conn.execute(
+            query("postgres", "planner", "add_chunks"),
+            {"job_id": job_id, "chunks": chunks, "entities": records.height},
+        )
+    return chunks
+
+
+def finish_import(conn: Conn, job_id: UUID) -> int:
+    """Mark a streamed import planned (no more slices); return its chunk count. Idempotent."""
+    with conn.transaction():
+        job = _lock_job(conn, job_id)
+        if job["action"] != "import":
+            raise ConflictError(f"job {job_id} is not an import")
+        row = conn.execute(query("postgres", "planner", "finish_import"), {"job_id": job_id}).fetchone()
+    assert row is not None
+    log.info("import %s finished: %d entities in %d chunks", job_id, job["total"], row[0])
+    return int(row[0])
+
+
+def _check_chunk_size(chunk_size: int) -> None:
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+
+
+def _lock_job(conn: Conn, job_id: UUID) -> dict[str, Any]:
+    cur = conn.execute(query("postgres", "planner", "lock_job"), {"job_id": job_id})
+    row = cur.fetchone()
+    if row is None:
+        raise NotFoundError(f"bulk action {job_id} not found")
+    names = ("account_id", "action", "planned", "chunk_count", "total", "inline_records", "target_ids")
+    return dict(zip(names, row, strict=True))
+
+
+def _write_listed_ids(conn: Conn, job_id: UUID, account_id: int, chunk_size: int) -> tuple[int, int]:
+    """The requested ids, de-duplicated and ascending, into ledger rows; return (chunks, entities).
+    Whether they exist in the account is each entity's outcome (`not_found`), decided when applied."""
+    row = conn.execute(query("postgres", "planner", "target_ids"), {"job_id": job_id}).fetchone()
+    assert row is not None
+    ids = np.frombuffer(bytes(row[1]), dtype=">i8").astype(np.int64)
+    slices = [ids[start : start + chunk_size] for start in range(0, ids.size, chunk_size)]
+    _insert_chunks(conn, job_id, account_id, 0, [(s.size, encode_ids(s)) for s in slices])
+    return len(slices), int(ids.size)
+
+
+def _write_snapshot_ids(conn: Conn, job_id: UUID, account_id: int, chunk_size: int) -> tuple[int, int]:
+    """The ids of the account's live contacts matching the filter (`all`: every one), by keyset pages of
+    `chunk_size`, into ledger rows; return (chunks, entities)."""
+    filter_row = conn.execute(query("postgres", "planner", "target_filter"), {"job_id": job_id}).fetchone()
+    filter_text = filter_row[0] if filter_row else None
+    condition = msgspec.json.decode(filter_text, type=dict[str, dict[str, Any]]) if filter_text else {}
+    fragment, params = compile_filter(condition)
+    page_query = sql.SQL(query("postgres", "planner", "snapshot_page")).format(filter=fragment)
+    after_id = 0
+    chunk_no = 0
+    total = 0
+    while True:
+        row = conn.execute(page_query, [account_id, after_id, *params, chunk_size]).fetchone()
+        assert row is not None
+        count = int(row[0])
+        if count == 0:
+            break
+        ids = np.frombuffer(bytes(row[2]), dtype=">i8").astype(np.int64)
+        _insert_chunks(conn, job_id, account_id, chunk_no, [(count, encode_ids(ids))])
+        chunk_no += 1
+        total += count
+        after_id = int(row[1])
+        if count < chunk_size:
+            break
+    return chunk_no, total
+
+
+def _records_frame(conn: Conn, job_id: UUID) -> pl.DataFrame:
+    """Inline import records (validated at request time) as import columns."""
+    row = conn.execute(query("postgres", "planner", "inline_records"), {"job_id": job_id}).fetchone()
+    if row is None or row[0] is None:
+        raise ValidationError("import has no records", field="records", code="missing")
+    records = msgspec.json.decode(row[0], type=list[ImportRecord])
+    # One pass per column over a request body bounded by the API's size limit; not the apply hot path.
+    columns: dict[str, pl.Series] = {
+        name: pl.Series(name, [getattr(r, name) for r in records], dtype=pl.Utf8)
+        for name in IMPORT_TEXT_COLUMNS
+    }
+    columns["tags"] = pl.Series("tags", [r.tags for r in records], dtype=pl.List(pl.Utf8))
+    columns["custom_fields"] = pl.Series(
+        "custom_fields",
+        [None if r.custom_fields is None else msgspec.json.encode(r.custom_fields).decode() for r in records],
+        dtype=pl.Utf8,
+    )
+    return import_frame(pl.DataFrame(columns))
+
+
+def _write_import_chunks(
+    conn: Conn, job_id: UUID, account_id: int, frame: pl.DataFrame, *, first_chunk_no: int, chunk_size: int
+) -> int:
+    slices = [frame.slice(start, chunk_size) for start in range(0, frame.height, chunk_size)]
+    _insert_chunks(conn, job_id, account_id, first_chunk_no, [(s.height, encode_records(s)) for s in slices])
+    return len(slices)
+
+
+def _insert_chunks(
+    conn: Conn, job_id: UUID, account_id: int, first_chunk_no: int, chunks: list[tuple[int, bytes]]
+) -> None:
+    if not chunks:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            query("postgres", "planner", "insert_chunk"),
+            [
+                {
+                    "job_id": job_id,
+                    "chunk_no": first_chunk_no + i,
+                    "account_id": account_id,
+                    "entity_count": count,
+                    "payload": payload,
+                }
+                for i, (count, payload) in enumerate(chunks)
+            ],
+        )

@@ -1,0 +1,54 @@
+-- The planner: a job's target becomes ledger rows (bulk_action_chunks), each holding its chunk's input.
+
+-- name: lock_job
+-- The row lock serialises planners and import appends of one job.
+SELECT account_id, action, planned, chunk_count, total, spec ? 'records' AS inline_records,
+       coalesce(spec -> 'target' ? 'ids', false) AS target_ids
+FROM bulk_actions
+WHERE id = %(job_id)s
+FOR UPDATE
+
+-- name: target_filter
+SELECT (spec -> 'target' -> 'filter')::text FROM bulk_actions WHERE id = %(job_id)s
+
+-- name: target_ids
+-- The requested ids, de-duplicated and ascending, as one run of big-endian int64s (no per-id round trip).
+SELECT count(*), coalesce(string_agg(int8send(ids.id), ''::bytea ORDER BY ids.id), ''::bytea)
+FROM (
+    SELECT DISTINCT e.value::bigint AS id
+    FROM bulk_actions AS j, jsonb_array_elements_text(j.spec -> 'target' -> 'ids') AS e (value)
+    WHERE j.id = %(job_id)s
+) AS ids
+
+-- name: inline_records
+SELECT (spec -> 'records')::text FROM bulk_actions WHERE id = %(job_id)s
+
+-- name: snapshot_page
+-- One keyset page of the account's live contacts matching the filter, after the previous page's last id.
+-- The filter placeholder takes a fragment from crm_bulk.actions.filters (whitelisted SQL, bound parameters).
+SELECT count(*), max(page.id), coalesce(string_agg(int8send(page.id), ''::bytea ORDER BY page.id), ''::bytea)
+FROM (
+    SELECT id
+    FROM contacts
+    WHERE account_id = %s AND deleted_at IS NULL AND id > %s AND ({filter})
+    ORDER BY id
+    LIMIT %s
+) AS page
+
+-- name: insert_chunk
+INSERT INTO bulk_action_chunks (job_id, chunk_no, account_id, entity_count, payload)
+VALUES (%(job_id)s, %(chunk_no)s, %(account_id)s, %(entity_count)s, %(payload)s)
+
+-- name: add_chunks
+-- An import slice was appended: the job knows more chunks and entities, but is not planned until finished.
+UPDATE bulk_actions
+SET chunk_count = chunk_count + %(chunks)s, total = total + %(entities)s
+WHERE id = %(job_id)s
+
+-- name: mark_planned
+UPDATE bulk_actions
+SET total = %(total)s, chunk_count = %(chunk_count)s, planned = true
+WHERE id = %(job_id)s
+
+-- name: finish_import
+UPDATE bulk_actions SET planned = true WHERE id = %(job_id)s RETURNING chunk_count

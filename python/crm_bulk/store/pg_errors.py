@@ -1,0 +1,48 @@
+"""Map psycopg exceptions onto the platform's retryable/permanent split.
+
+Transient means the same work may succeed if tried again on a healthy connection: the server went away or
+is shutting down, the connection broke, a serialization failure or deadlock rolled the transaction back, a
+lock or statement timed out, the server ran short of resources. Everything else (constraint violations,
+bad SQL, data errors) fails the same way every time.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import errors as pg
+
+from crm_bulk.errors import CrmBulkError, PermanentError, RetryableError
+
+# OperationalError covers connection loss, AdminShutdown (57P01), QueryCanceled (57014), LockNotAvailable
+# (55P03), InsufficientResources (53*) and TransactionRollback (40*: SerializationFailure, DeadlockDetected).
+_RETRYABLE: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    pg.SerializationFailure,
+    pg.DeadlockDetected,
+    pg.AdminShutdown,
+    pg.CrashShutdown,
+    pg.CannotConnectNow,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def classify(exc: BaseException) -> CrmBulkError:
+    """The platform error for `exc`: `RetryableError` for transient failures, `PermanentError` otherwise.
+
+    An error that already is a `CrmBulkError` is returned as it is; otherwise the original is kept as
+    `__cause__`, so logs show what the driver said.
+    """
+    if isinstance(exc, CrmBulkError):
+        return exc
+    kind: type[CrmBulkError] = RetryableError if _is_transient(exc) else PermanentError
+    error = kind(f"{type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, _RETRYABLE):
+        return True
+    # A broken connection sometimes surfaces as InterfaceError ("the connection is lost/closed").
+    return isinstance(exc, psycopg.InterfaceError) and "connection" in str(exc).lower()

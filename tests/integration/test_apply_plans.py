@@ -1,0 +1,106 @@
+"""Chunk statements reach contacts by per-row index lookups even when the planner has no statistics.
+
+A contacts table that was analysed empty and then grew (a first big import) makes the planner guess that
+partial indexes hold almost nothing; a plan that scans an account's whole index range per chunk, or per row,
+then looks cheap and costs a full scan. The statements are written so that cannot happen; this checks it
+on exactly that kind of table.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import polars as pl
+import psycopg
+import pytest
+
+from crm_bulk.actions.specs import Changes
+from crm_bulk.apply.checks import check_changes, check_records
+from crm_bulk.apply.payload import import_frame
+from crm_bulk.apply.staging import stage_ids, stage_import
+from crm_bulk.sqlfiles import query
+from tests.integration.apply_support import Conn, new_account
+
+pytestmark = pytest.mark.postgres
+
+ROWS = 20_000
+POINT_LOOKUPS = ("(id = ", "(email_normalized = ")
+
+
+@pytest.fixture
+def unanalysed(database_url: str) -> Iterator[tuple[Conn, int]]:
+    """A connection whose `contacts` is a private copy analysed while empty, then filled."""
+    schema = f"plans_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        account = new_account(conn)
+        conn.execute(psycopg.sql.SQL("CREATE SCHEMA {}").format(psycopg.sql.Identifier(schema)))
+        conn.execute(psycopg.sql.SQL("SET search_path TO {}, public").format(psycopg.sql.Identifier(schema)))
+        conn.execute(
+            "CREATE TABLE contacts (LIKE public.contacts INCLUDING ALL) WITH (autovacuum_enabled = false)"
+        )
+        conn.execute("ANALYZE contacts")
+        conn.execute(
+            "INSERT INTO contacts (account_id, email, email_normalized, company, tags) "
+            "SELECT %s, 'p' || g || '@example.com', 'p' || g || '@example.com', 'co' || g %% 20, '{a}' "
+            "FROM generate_series(1, %s) AS g",
+            (account, ROWS),
+        )
+        try:
+            yield conn, account
+        finally:
+            conn.execute(psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(psycopg.sql.Identifier(schema)))
+
+
+def _contacts_access(node: dict[str, Any], found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if node.get("Relation Name") == "contacts" or node.get("Node Type") == "Bitmap Index Scan":
+        found.append(node)
+    for child in node.get("Plans", []):
+        _contacts_access(child, found)
+    return found
+
+
+def _stage(conn: Conn) -> None:
+    ids = conn.execute("SELECT min(id) FROM contacts").fetchone()
+    assert ids is not None
+    stage_ids(conn, np.arange(ids[0], ids[0] + 5000, dtype=np.int64))
+    frame = pl.DataFrame({"email": [f"p{i}@example.com" for i in range(1, 5001)]})
+    stage_import(conn, check_records(import_frame(frame)))
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "update_chunk",
+        "delete_chunk",
+        "add_tags_chunk",
+        "remove_tags_chunk",
+        "import_chunk_skip",
+        "import_chunk_update",
+        "import_lookup",
+    ],
+)
+def test_every_contacts_access_is_a_point_lookup(unanalysed: tuple[Conn, int], statement: str) -> None:
+    conn, account = unanalysed
+    changes = Changes(set={"job_title": "x", "email": "moved@example.com"}, custom_fields={"k": 1})
+    params: dict[str, object] = {
+        **check_changes(changes).params,
+        "account_id": account,
+        "job_id": uuid.uuid4(),
+        "tags": ["a"],
+        "row_nos": list(range(5000)),
+    }
+    with conn.transaction(force_rollback=True):
+        _stage(conn)
+        explain = ("EXPLAIN (FORMAT JSON) " + query("postgres", "contacts", statement)).encode()
+        row = conn.execute(explain, params).fetchone()
+    assert row is not None
+    accesses = _contacts_access(row[0][0]["Plan"], [])
+    assert accesses, "the statement never reads contacts?"
+    for node in accesses:
+        if node["Node Type"] in ("ModifyTable", "Bitmap Heap Scan"):
+            continue
+        assert node["Node Type"] in ("Index Scan", "Index Only Scan", "Bitmap Index Scan"), node
+        assert any(key in node.get("Index Cond", "") for key in POINT_LOOKUPS), node
