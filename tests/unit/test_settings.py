@@ -99,3 +99,9 @@ def test_every_setting_is_documented() -> None:
     rows = documented_settings()
     assert {name for name, _, _ in rows} == {env_name(f) for f in Settings.__dataclass_fields__}
     assert all(doc for _, _, doc in rows)
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [name for name, _, _ in documented_settings() if f"| `{name}` |" not in readme]
+    assert missing == []
