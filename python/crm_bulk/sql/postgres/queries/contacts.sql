@@ -14,7 +14,7 @@
 -- index matching and to partial-index implication, it stays a filter on the primary-key lookup.
 -- tests/integration/test_apply_plans.py checks these plans on a table without statistics.
 --
--- changed-field bits (crm_bulk.apply.statements.CHANGE_BITS): email 1, phone 2, first_name 4, last_name 8,
+-- changed-field bits (crm_bulk.apply.engine.CHANGE_BITS): email 1, phone 2, first_name 4, last_name 8,
 -- company 16, job_title 32, custom_fields 64, tags 128, deleted_at 256.
 
 -- name: create_id_stage
