@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 from uuid import UUID
@@ -110,3 +111,22 @@ def contact(conn: Conn, contact_id: int) -> dict[str, Any]:
 def counts_add_up(job: Job) -> bool:
     """The invariant every job keeps: total = succeeded + failed + skipped (+ cancelled)."""
     return job.total == job.succeeded + job.failed + job.skipped + job.cancelled
+
+
+def apply_on_own_connection(database_url: str, job_id: UUID, chunk_no: int) -> str:
+    """Apply one chunk on a connection of its own (a second worker); return the result's state."""
+    with psycopg.connect(database_url, autocommit=True) as own:
+        return apply_chunk(own, job_id, chunk_no).state
+
+
+def wait_for_a_lock_waiter(conn: Conn) -> None:
+    """Return once some session of this database waits on a lock (the racing chunk met the held row)."""
+    for _ in range(400):
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ).fetchone()
+        if row is not None and row[0] >= 1:
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError("the second chunk never waited on the first")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import polars as pl
@@ -15,6 +16,7 @@ from crm_bulk.jobs.repository import create_job, get_job
 from crm_bulk.planner import append_import_chunk, finish_import
 from tests.integration.apply_support import (
     Conn,
+    apply_on_own_connection,
     codes,
     contact,
     counts_add_up,
@@ -22,6 +24,8 @@ from tests.integration.apply_support import (
     new_account,
     outcomes,
     run_job,
+    submit,
+    wait_for_a_lock_waiter,
 )
 
 pytestmark = pytest.mark.postgres
@@ -149,6 +153,31 @@ def test_repeats_across_chunks_of_one_job_are_duplicate_in_input(conn: Conn, on_
     )
     assert codes(conn, job.id) == ["succeeded", "succeeded", "duplicate_in_input"]
     assert _by_email(conn, account, "x@example.com")["first_name"] == "A"
+
+
+@pytest.mark.parametrize("on_duplicate", ["skip", "update"])
+def test_two_import_chunks_racing_for_one_email_report_duplicate_in_input(
+    conn: Conn, database_url: str, on_duplicate: str
+) -> None:
+    account = new_account(conn)
+    body = _import([{"email": "race@example.com"}, {"email": "RACE@example.com"}], on_duplicate)
+    job_id, chunks = submit(conn, account, body, chunk_size=1)
+    assert chunks == 2
+    results: list[str] = []
+    with psycopg.connect(database_url) as holder:
+        # Chunk 0 inserts the email in a transaction that stays open, so chunk 1's insert waits on the
+        # uncommitted row and, once it commits, has to look the winner up with a new statement.
+        with holder.transaction():
+            apply_chunk(holder, job_id, 0)
+            racer = threading.Thread(
+                target=lambda: results.append(apply_on_own_connection(database_url, job_id, 1))
+            )
+            racer.start()
+            wait_for_a_lock_waiter(conn)
+        racer.join(timeout=60)
+    assert results == ["applied"]
+    assert codes(conn, job_id) == ["succeeded", "duplicate_in_input"]
+    assert counts_add_up(get_job(conn, account, job_id))
 
 
 def test_skip_leaves_existing_contacts_as_duplicate_email(conn: Conn) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from uuid import UUID
 
 import numpy as np
 import polars as pl
@@ -16,6 +15,7 @@ from crm_bulk.apply.engine import apply_chunk
 from crm_bulk.apply.payload import encode_ids
 from tests.integration.apply_support import (
     Conn,
+    apply_on_own_connection,
     codes,
     contact,
     counts_add_up,
@@ -24,6 +24,7 @@ from tests.integration.apply_support import (
     outcomes,
     run_job,
     submit,
+    wait_for_a_lock_waiter,
 )
 
 pytestmark = pytest.mark.postgres
@@ -216,28 +217,11 @@ def test_two_chunks_racing_for_one_email_never_abort(conn: Conn, database_url: s
         with holder.transaction():
             apply_chunk(holder, job_id, 0)
             racer = threading.Thread(
-                target=lambda: results.append(_apply_on_own_connection(database_url, job_id))
+                target=lambda: results.append(apply_on_own_connection(database_url, job_id, 1))
             )
             racer.start()
-            _wait_for_a_lock_waiter(conn)
+            wait_for_a_lock_waiter(conn)
         racer.join(timeout=60)
     assert results == ["applied"]
     assert codes(conn, job_id) == ["succeeded", "duplicate_email"]
     assert contact(conn, second)["email"] == "r2@example.com"
-
-
-def _apply_on_own_connection(database_url: str, job_id: UUID) -> str:
-    with psycopg.connect(database_url, autocommit=True) as own:
-        return apply_chunk(own, job_id, 1).state
-
-
-def _wait_for_a_lock_waiter(conn: Conn) -> None:
-    for _ in range(400):
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        ).fetchone()
-        if row is not None and row[0] >= 1:
-            return
-        threading.Event().wait(0.05)
-    raise AssertionError("the second chunk never waited on the first")

@@ -58,7 +58,7 @@ _ID_STATEMENTS = {
 }
 _ID_RESULT = {"entity_id": pl.Int64, "email": pl.Utf8, "code": pl.Utf8, "mask": pl.Int32}
 _IMPORT_RESULT = {"row_no": pl.Int32, "entity_id": pl.Int64, "code": pl.Utf8, "mask": pl.Int32}
-_LOOKUP_RESULT = {"row_no": pl.Int32, "entity_id": pl.Int64, "own": pl.Boolean}
+_LOOKUP_RESULT = {"row_no": pl.Int32, "entity_id": pl.Int64, "own": pl.Int8}
 
 
 class ChunkResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -309,7 +309,7 @@ def _place_unresolved(
     found = found.select(
         "row_no",
         pl.col("entity_id").alias("_id"),
-        pl.when(pl.col("own")).then(pl.lit("duplicate_in_input")).otherwise(pl.lit(existing)).alias("_found"),
+        pl.when(pl.col("own") == 1).then(pl.lit("duplicate_in_input")).otherwise(pl.lit(existing)).alias("_found"),
     )
     return result.join(found, on="row_no", how="left").select(
         "row_no",

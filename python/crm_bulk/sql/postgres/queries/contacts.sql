@@ -262,7 +262,8 @@ LEFT JOIN LATERAL (
 -- name: import_lookup
 -- Rows the import statement could not place: the conflicting contact was committed by another transaction
 -- after the statement's snapshot. A new statement sees it.
-SELECT s.row_no, c.id, c.last_import_job IS NOT DISTINCT FROM %(job_id)s::uuid AS own
+-- `own` is 0/1, not boolean: the result comes back as CSV, where PostgreSQL writes booleans as t/f.
+SELECT s.row_no, c.id, (c.last_import_job IS NOT DISTINCT FROM %(job_id)s::uuid)::int AS own
 FROM chunk_stage_import AS s
 CROSS JOIN LATERAL (
     SELECT x.id, x.last_import_job FROM contacts AS x
