@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 SOURCES := pyproject.toml Cargo.toml $(shell find rust -name '*.rs' 2>/dev/null)
 
-.PHONY: install run test lint bench services-start services-stop clean
+.PHONY: install run test test-slow lint bench services-start services-stop clean
 
 $(STAMP): $(SOURCES)
 	@command -v cargo >/dev/null || { echo "make: a Rust toolchain (cargo) is required: https://rustup.rs" >&2; exit 1; }
@@ -22,10 +22,15 @@ run: install
 # Services are stopped whatever the outcome; pytest's "no tests collected" (exit 5) counts as a failure.
 test: install
 	@scripts/services.sh start; \
-	CI=$${CI:-} $(VENV)/bin/pytest tests; rc=$$?; \
+	CI=$${CI:-} $(VENV)/bin/pytest -m "not slow" tests; rc=$$?; \
 	scripts/services.sh stop; \
 	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
+
+test-slow: install
+	@scripts/services.sh start postgres redis; \
+	$(VENV)/bin/pytest -m slow -s tests; rc=$$?; \
+	scripts/services.sh stop; exit $$rc
 
 lint: install
 	$(VENV)/bin/ruff check python tests benchmarks
@@ -35,10 +40,14 @@ lint: install
 	cargo clippy --all-targets -- -D warnings
 	cargo test
 
+# The throughput suite on an isolated stack of its own (its own PostgreSQL, API, workers and scheduler; results
+# and chart in bench-results/), then the pytest-benchmark micro benchmarks. Options through BENCH_ARGS, e.g.
+# BENCH_ARGS="--quick --sweep"; `--deployment kafka` needs the broker: scripts/services.sh start kafka.
+BENCH_ARGS ?=
 bench: install
-	@scripts/services.sh start postgres redis kafka; \
-	$(VENV)/bin/pytest benchmarks --benchmark-only; rc=$$?; \
-	scripts/services.sh stop; exit $$rc
+	@mkdir -p bench-results
+	$(VENV)/bin/crm-bulk bench --out bench-results/bench.json $(BENCH_ARGS)
+	$(VENV)/bin/pytest benchmarks --benchmark-only
 
 services-start:
 	scripts/services.sh start

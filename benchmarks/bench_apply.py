@@ -41,12 +41,12 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from copy_binary import ColumnKind, encode_copy_binary
 from crm_bulk.actions.specs import BulkActionRequest, Changes, Target
 from crm_bulk.apply.checks import check_records
 from crm_bulk.apply.engine import apply_chunk
 from crm_bulk.apply.payload import import_frame
 from crm_bulk.apply.staging import IMPORT_STAGE_COLUMNS, csv_payload
+from crm_bulk.bench.copy_binary import ColumnKind, encode_copy_binary
 from crm_bulk.bench.datagen import generate_contacts
 from crm_bulk.jobs.repository import create_job
 from crm_bulk.planner import append_import_chunk, finish_import, plan_job

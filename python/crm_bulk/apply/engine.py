@@ -309,7 +309,10 @@ def _place_unresolved(
     found = found.select(
         "row_no",
         pl.col("entity_id").alias("_id"),
-        pl.when(pl.col("own") == 1).then(pl.lit("duplicate_in_input")).otherwise(pl.lit(existing)).alias("_found"),
+        pl.when(pl.col("own") == 1)
+        .then(pl.lit("duplicate_in_input"))
+        .otherwise(pl.lit(existing))
+        .alias("_found"),
     )
     return result.join(found, on="row_no", how="left").select(
         "row_no",
