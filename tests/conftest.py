@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from crm_bulk.store.migrate import migrate
+from tests.databases import own_database
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,14 +44,8 @@ def pg_server_url() -> str:
 @pytest.fixture(scope="session")
 def database_url(pg_server_url: str) -> Iterator[str]:
     """A fresh, migrated database for this session, dropped at the end, so parallel runs never collide."""
-    name = f"crm_bulk_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")  # name is generated above, never user input
-    url = pg_server_url.rsplit("/", 1)[0] + "/" + name
-    migrate(url)
-    yield url
-    with psycopg.connect(pg_server_url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with own_database(pg_server_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from crm_bulk.jobs.repository import TERMINAL_STATUSES, Job, create_job, get_job
 from crm_bulk.settings import Settings
 from crm_bulk.shipper import run_shipper
 from crm_bulk.store.clickhouse import ClickHouseStore
-from crm_bulk.store.migrate import migrate
+from tests import databases
 
 JWT_SECRET = "pipeline-tests-secret-0123456789abcdef"
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,19 +41,9 @@ POOL_SCRIPT = (
 )
 
 
-@contextmanager
-def own_database(pg_server_url: str) -> Iterator[str]:
+def own_database(pg_server_url: str) -> AbstractContextManager[str]:
     """A migrated database of the caller's own (the shipper ships every outbox of a database)."""
-    name = f"crm_bulk_pipe_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")  # generated above, never user input
-    url = pg_server_url.rsplit("/", 1)[0] + "/" + name
-    migrate(url)
-    try:
-        yield url
-    finally:
-        with psycopg.connect(pg_server_url, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    return databases.own_database(pg_server_url, prefix="crm_bulk_pipe")
 
 
 def pipeline_settings(database_url: str, *, queue_url: str | None, **overrides: Any) -> Settings:

@@ -20,7 +20,7 @@ from crm_bulk.events import record_event
 from crm_bulk.settings import Settings
 from crm_bulk.shipper import OUTBOX_SCHEMA, run_shipper, ship_events, ship_outcomes
 from crm_bulk.store.clickhouse import ClickHouseStore, connect
-from crm_bulk.store.migrate import migrate
+from tests.databases import own_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.clickhouse]
 
@@ -30,14 +30,8 @@ ROWS = 25
 @pytest.fixture(scope="module")
 def shipper_db(pg_server_url: str) -> Iterator[str]:
     """A database of this module's own: the shipper ships every unshipped outbox, so no other test's rows."""
-    name = f"crm_bulk_ship_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")  # name is generated above, never user input
-    url = pg_server_url.rsplit("/", 1)[0] + "/" + name
-    migrate(url)
-    yield url
-    with psycopg.connect(pg_server_url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with own_database(pg_server_url, prefix="crm_bulk_ship") as url:
+        yield url
 
 
 @pytest.fixture
