@@ -10,8 +10,10 @@
 -- rows still looks empty to the planner until autoanalyze runs; it then rates the partial unique email index
 -- (deleted_at IS NULL) as tiny and happily scans an account's whole range of it per chunk, or per row.
 -- So contacts are only reached by a LATERAL lookup with LIMIT 1 (a parameterised index scan) or by
--- `id = ANY(ARRAY(…))`, and the account/liveness check of a lookup by id is wrapped in coalesce(): opaque to
--- index matching and to partial-index implication, it stays a filter on the primary-key lookup.
+-- `id = ANY(ARRAY(…))`, and the account check is wrapped in coalesce(): opaque to index matching (and, for a
+-- lookup by id, to partial-index implication), it stays a filter on the primary-key or email lookup. Were the
+-- account a usable condition, statistics that predate the account (its first import) would rate it at one
+-- row and the (account_id, id) index would scan the account's whole range per looked-up row.
 -- tests/integration/test_apply_plans.py checks these plans on a table without statistics.
 --
 -- changed-field bits (crm_bulk.apply.engine.CHANGE_BITS): email 1, phone 2, first_name 4, last_name 8,
@@ -81,8 +83,8 @@ decided AS (
            CASE WHEN cur.moves_email AND cur.mask <> 0
                 THEN cur.id <> (SELECT min(m.id) FROM cur AS m WHERE m.moves_email AND m.mask <> 0)
                      OR EXISTS (SELECT 1 FROM contacts AS o
-                                WHERE o.account_id = %(account_id)s AND o.email_normalized = %(email_normalized)s
-                                  AND o.deleted_at IS NULL AND o.id <> cur.id)
+                                WHERE o.email_normalized = %(email_normalized)s AND o.deleted_at IS NULL
+                                  AND coalesce(o.account_id = %(account_id)s, false) AND o.id <> cur.id)
                 ELSE false END AS duplicate
     FROM cur
 ),
@@ -199,7 +201,8 @@ LEFT JOIN LATERAL (
     SELECT x.id, x.last_import_job
     FROM contacts AS x
     WHERE ins.id IS NULL
-      AND x.account_id = %(account_id)s AND x.email_normalized = s.email_normalized AND x.deleted_at IS NULL
+      AND x.email_normalized = s.email_normalized AND x.deleted_at IS NULL
+      AND coalesce(x.account_id = %(account_id)s, false)
     LIMIT 1
 ) AS e ON true
 
@@ -255,7 +258,8 @@ FROM chunk_stage_import AS s
 LEFT JOIN ins ON ins.email_normalized = s.email_normalized
 LEFT JOIN LATERAL (
     SELECT x.* FROM contacts AS x
-    WHERE x.account_id = %(account_id)s AND x.email_normalized = s.email_normalized AND x.deleted_at IS NULL
+    WHERE x.email_normalized = s.email_normalized AND x.deleted_at IS NULL
+      AND coalesce(x.account_id = %(account_id)s, false)
     LIMIT 1
 ) AS e ON true
 
@@ -267,7 +271,8 @@ SELECT s.row_no, c.id, (c.last_import_job IS NOT DISTINCT FROM %(job_id)s::uuid)
 FROM chunk_stage_import AS s
 CROSS JOIN LATERAL (
     SELECT x.id, x.last_import_job FROM contacts AS x
-    WHERE x.account_id = %(account_id)s AND x.email_normalized = s.email_normalized AND x.deleted_at IS NULL
+    WHERE x.email_normalized = s.email_normalized AND x.deleted_at IS NULL
+      AND coalesce(x.account_id = %(account_id)s, false)
     LIMIT 1
 ) AS c
 WHERE s.row_no = ANY (%(row_nos)s::integer[])

@@ -12,8 +12,9 @@ RETURNING id, email_normalized AS email, first_name, last_name, phone_e164 AS ph
        custom_fields, created_at, updated_at;
 
 -- name: live_id_by_email
+-- The account check is opaque to index matching so the email index is the only candidate (see contacts.sql).
 SELECT id FROM contacts
-WHERE account_id = %(account_id)s AND email_normalized = %(email_normalized)s AND deleted_at IS NULL;
+WHERE email_normalized = %(email_normalized)s AND deleted_at IS NULL AND coalesce(account_id = %(account_id)s, false);
 
 -- name: get_contact
 SELECT id, email_normalized AS email, first_name, last_name, phone_e164 AS phone, company, job_title, tags,
