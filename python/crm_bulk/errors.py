@@ -11,6 +11,19 @@ from __future__ import annotations
 class CrmBulkError(Exception):
     """Base of every error crm-bulk raises deliberately."""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Errors cross process boundaries (the chDB host answers the API process with them). The default
+        # pickling calls cls(*args), which breaks on keyword-only or multi-part constructors; restoring the
+        # args and attributes as they are keeps every subclass intact.
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+def _restore(cls: type[CrmBulkError], args: tuple[object, ...], state: dict[str, object]) -> CrmBulkError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class ConfigError(CrmBulkError):
     """A setting is missing or malformed; `setting` names the environment variable."""

@@ -142,6 +142,11 @@ class Settings:
             return self.clickhouse_url
         return f"chdb://{(self.data_dir / 'chdb').resolve()}"
 
+    @property
+    def clickhouse_embedded(self) -> bool:
+        """True when the entity log is the in-process chDB engine rather than a ClickHouse server."""
+        return self.clickhouse_dsn.startswith("chdb:")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read and validate every `CRM_BULK_*` variable; raise `ConfigError` naming the bad one."""

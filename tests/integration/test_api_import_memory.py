@@ -1,11 +1,11 @@
 """A 1M-row CSV import streamed through HTTP to a real API process (`crm-bulk api` under uvicorn), carried to
-completion by the real scheduler and two worker processes, its log shipped to chDB by the API process.
+completion by the real scheduler and two worker processes, its log shipped to chDB by the API's store host.
 
 The API process's peak memory is read from the kernel: `VmHWM` in /proc/<pid>/status, the resident-set
-high-water mark since the process started, so it covers the upload, the applying and the shipping. Anonymous
-memory (`RssAnon`, which has no kernel peak) is sampled every 20 ms alongside. The assertion holds the peak
-after the upload (the API's own work on the file) under 500 MB; the later peak, which adds the in-process chDB
-engine taking the log, is printed.
+high-water mark since the process started, so it covers start-up, the upload, the applying and the shipping.
+Anonymous memory (`RssAnon`, which has no kernel peak) is sampled every 20 ms alongside. The assertion holds
+that whole peak under 500 MB. The chDB engine lives in the API's child process (`crm_bulk.store.host`); its
+peak is printed beside, not asserted.
 
 The row count is `CRM_BULK_IMPORT_ROWS` (default 1,000,000).
 """
@@ -134,6 +134,13 @@ def _csv_pieces(frame: pl.DataFrame) -> Iterator[bytes]:
         yield out.getvalue()
 
 
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
 def _wait_done(client: httpx.Client, path: str, token: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -180,16 +187,18 @@ def test_a_million_row_upload_stays_small_and_completes_exactly(
             stats = client.get(
                 f"/bulk-actions/{job['id']}/stats", headers={"Authorization": f"Bearer {token}"}
             )
-            peak_mb = _status_mb(pid, "VmHWM")
+            # VmHWM is max(recorded peak, current RSS) and the kernel records the peak lazily, so a later
+            # read can come out a little lower: the peak is the highest read.
+            peak_mb = max(upload_peak_mb, _status_mb(pid, "VmHWM"))
+            host_mb = [_status_mb(child, "VmHWM") for child in _children(pid)]
     print(
         f"\n{ROWS} rows: upload {upload_seconds:.1f} s, applied by the workers in {apply_seconds:.1f} s. "
         f"API process peak RSS (VmHWM): {start_up_mb:.0f} MB after start-up, {upload_peak_mb:.0f} MB after "
         f"the upload, {peak_mb:.0f} MB after applying and shipping the log; anonymous memory "
-        f"{anon.start:.0f} MB before, {anon.peak:.0f} MB at the sampled peak"
+        f"{anon.start:.0f} MB before, {anon.peak:.0f} MB at the sampled peak; the chDB host process "
+        f"(its child) peaked at {', '.join(f'{mb:.0f}' for mb in host_mb)} MB"
     )
-    # The upload is the API's own work on the file; applying happens in the workers. The later peak adds the
-    # log shipping into the in-process chDB engine (embedded deployment), reported above.
-    assert upload_peak_mb < PEAK_LIMIT_MB
+    assert peak_mb < PEAK_LIMIT_MB
     with psycopg.connect(database) as conn:
         chunks, entities = conn.execute(
             "SELECT count(*), sum(entity_count) FROM bulk_action_chunks WHERE job_id = %s", [job["id"]]

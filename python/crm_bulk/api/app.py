@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -29,7 +28,6 @@ from crm_bulk.api.controllers.contacts import ContactController
 from crm_bulk.api.resources import Resources
 from crm_bulk.errors import CrmBulkError
 from crm_bulk.settings import Settings
-from crm_bulk.shipper import run_shipper
 
 log = logging.getLogger(__name__)
 
@@ -71,22 +69,6 @@ def _openapi_config() -> OpenAPIConfig:
     )
 
 
-def _start_shipper(resources: Resources) -> tuple[threading.Thread, threading.Event] | None:
-    """The embedded deployment's API process owns the chDB store, so it also ships outboxes to it."""
-    if resources.store.kind != "chdb":
-        return None
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=run_shipper,
-        args=(resources.settings, stop),
-        kwargs={"store": resources.store, "database_url": resources.database_url},
-        name="crm-bulk-shipper",
-        daemon=True,
-    )
-    thread.start()
-    return thread, stop
-
-
 def _use_system_allocator_for_arrow() -> None:
     """Arrow buffers in the API process (upload chunks, shipped outboxes) come from malloc, not mimalloc.
 
@@ -98,6 +80,8 @@ def _use_system_allocator_for_arrow() -> None:
 
 def _prepare_clickhouse(resources: Resources) -> None:
     try:
+        if resources.store_host is not None:
+            resources.store_host.start()  # it applies the migrations itself, then ships
         resources.store.migrate()
     except CrmBulkError as exc:
         # The API still serves everything but stats and logs; /readyz reports ClickHouse as down.
@@ -113,15 +97,10 @@ def create_app(settings: Settings, *, database_url: str | None = None) -> Litest
         _use_system_allocator_for_arrow()
         resources.open()
         await anyio.to_thread.run_sync(_prepare_clickhouse, resources)
-        shipper = _start_shipper(resources)
         try:
             yield
         finally:
-            if shipper is not None:
-                thread, stop = shipper
-                stop.set()
-                await anyio.to_thread.run_sync(thread.join, 30.0)
-            resources.close()
+            await anyio.to_thread.run_sync(resources.close)
 
     return Litestar(
         route_handlers=[

@@ -11,6 +11,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from crm_bulk import health
 from crm_bulk.api.resources import Resources
+from crm_bulk.errors import CrmBulkError
 
 
 class HealthBody(msgspec.Struct, frozen=True):
@@ -25,8 +26,8 @@ def _clickhouse_status(resources: Resources) -> health.BackendStatus:
     kind = "chdb" if target.startswith("chdb://") else "clickhouse"
     started = time.perf_counter()
     try:
-        resources.store.client().command("SELECT 1")
-    except Exception as exc:  # clickhouse-connect and chDB raise several unrelated types
+        resources.store.check()
+    except CrmBulkError as exc:
         return health.BackendStatus(kind, target, ok=False, error=str(exc).splitlines()[0][:300])
     return health.BackendStatus(
         kind, target, ok=True, latency_ms=round((time.perf_counter() - started) * 1000, 2)

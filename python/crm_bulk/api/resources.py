@@ -17,6 +17,7 @@ from crm_bulk.deployment import database_url
 from crm_bulk.ratelimit import RateLimiter, RedisLimiter, limiter_from_settings
 from crm_bulk.settings import Settings
 from crm_bulk.store.clickhouse import ClickHouseStore
+from crm_bulk.store.host import RemoteStore, StoreHost
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ POOL_TIMEOUT_SECONDS = 10.0
 
 @dataclass
 class Resources:
-    """What request handlers share. The API process is the one that owns the chDB store when embedded."""
+    """What request handlers share. With chDB, `store_host` is the child process that owns the engine (and
+    ships the outboxes into it); `store` reaches it from here."""
 
     settings: Settings
     database_url: str
@@ -36,19 +38,25 @@ class Resources:
     limiter: RateLimiter
     tokens: TokenCodec
     login_throttle: LoginThrottle
+    store_host: StoreHost | None = None
     _pool: ConnectionPool[psycopg.Connection[Any]] | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, database_url_override: str | None = None) -> Resources:
         """Resources for `settings` (nothing is connected yet); tests pass the database they created."""
         limiter = limiter_from_settings(settings)
+        url = database_url_override or database_url(settings)
+        host = StoreHost(settings, url) if settings.clickhouse_embedded else None
         return cls(
             settings=settings,
-            database_url=database_url_override or database_url(settings),
-            store=ClickHouseStore(settings.clickhouse_dsn),
+            database_url=url,
+            store=ClickHouseStore(settings.clickhouse_dsn)
+            if host is None
+            else RemoteStore(settings.clickhouse_dsn, host),
             limiter=limiter,
             tokens=TokenCodec.from_settings(settings),
             login_throttle=LoginThrottle(limiter),
+            store_host=host,
         )
 
     def open(self) -> None:
@@ -88,5 +96,7 @@ class Resources:
             self._pool.close()
             self._pool = None
         self.store.close()
+        if self.store_host is not None:
+            self.store_host.stop()
         if isinstance(self.limiter, RedisLimiter):
             self.limiter.close()

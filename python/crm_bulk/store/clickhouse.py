@@ -30,7 +30,13 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import Error as ClickHouseClientError
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from crm_bulk.errors import BackendUnavailableError, PermanentError, RetryableError, ValidationError
+from crm_bulk.errors import (
+    BackendUnavailableError,
+    CrmBulkError,
+    PermanentError,
+    RetryableError,
+    ValidationError,
+)
 from crm_bulk.sqlfiles import query, sql_root
 from crm_bulk.store.migrate import discover
 
@@ -184,10 +190,11 @@ class ClickHouseStore:
     def ping(self) -> bool:
         """True when ClickHouse answers; for readiness probes, never raises."""
         try:
-            return bool(self.client().ping())
-        except BackendUnavailableError as exc:
+            self.check()
+        except CrmBulkError as exc:
             log.warning("clickhouse ping failed: %s", exc)
             return False
+        return True
 
     def migrate(self) -> list[int]:
         """Apply pending `sql/clickhouse/NNN_name.sql` files in order; return the versions applied now.
@@ -227,8 +234,7 @@ class ClickHouseStore:
         if rows.num_rows == 0:
             return 0
         rows = rows.select(schema.names).cast(schema)
-        with _translated(f"insert into {table}"):
-            self.client().insert_arrow(table, rows)
+        self._insert_arrow(table, rows)
         return int(rows.num_rows)
 
     def stats(self, job_id: UUID, account_id: int, *, bucket_seconds: int = 1) -> JobStats:
@@ -320,10 +326,8 @@ class ClickHouseStore:
         if batch_size < 1:
             raise ValidationError("batch_size must be at least 1", field="batch_size", code="invalid")
         params = _scope(job_id, account_id) | _after(None) | {"limit": batch_size}
-        sql = query("clickhouse", "outcomes", "errors_page")
         while True:
-            with _translated("errors_page"):
-                frame = pl.from_arrow(self.client().query_arrow(sql, parameters=params))
+            frame = pl.from_arrow(self._arrow("errors_page", params))
             assert isinstance(frame, pl.DataFrame)
             if frame.height == 0:
                 return
@@ -358,10 +362,26 @@ class ClickHouseStore:
         ((n,),) = self._rows("count_rows", _scope(job_id, account_id))
         return int(n)
 
+    # The primitives below are the only methods that reach the engine; `crm_bulk.store.host.RemoteStore`
+    # replaces exactly these to run them in the process that owns chDB.
+
+    def check(self) -> None:
+        """Raise unless ClickHouse answers a trivial query (readiness probes report the message)."""
+        with _translated("SELECT 1"):
+            self.client().command("SELECT 1")
+
     def _rows(self, name: str, params: dict[str, Any], *, group: str = "outcomes") -> list[tuple[Any, ...]]:
         with _translated(name):
             result = self.client().query(query("clickhouse", group, name), parameters=params)
         return [tuple(r) for r in result.result_rows]
+
+    def _insert_arrow(self, table: str, rows: pa.Table) -> None:
+        with _translated(f"insert into {table}"):
+            self.client().insert_arrow(table, rows)
+
+    def _arrow(self, name: str, params: dict[str, Any], *, group: str = "outcomes") -> pa.Table:
+        with _translated(name):
+            return self.client().query_arrow(query("clickhouse", group, name), parameters=params)
 
 
 def connect(dsn: str, **options: float) -> ClickHouseStore:

@@ -93,7 +93,7 @@ def worker_process_main(settings: Settings, slot: int, burst: bool, database_url
 
 def ships_from_workers(settings: Settings) -> bool:
     """True when ClickHouse is a server (workers ship); False for chDB (its owning process ships)."""
-    return settings.clickhouse_url is not None and not settings.clickhouse_url.startswith("chdb")
+    return not settings.clickhouse_embedded
 
 
 def _start_shipper(settings: Settings, database_url: str, stop: threading.Event) -> threading.Thread | None:
