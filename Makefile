@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 SOURCES := pyproject.toml Cargo.toml $(shell find rust -name '*.rs' 2>/dev/null)
 
-.PHONY: install run test test-slow lint bench services-start services-stop clean
+.PHONY: install run test lint bench services-start services-stop clean
 
 $(STAMP): $(SOURCES)
 	@command -v cargo >/dev/null || { echo "make: a Rust toolchain (cargo) is required: https://rustup.rs" >&2; exit 1; }
@@ -22,15 +22,10 @@ run: install
 # Services are stopped whatever the outcome; pytest's "no tests collected" (exit 5) counts as a failure.
 test: install
 	@scripts/services.sh start; \
-	CI=$${CI:-} $(VENV)/bin/pytest -m "not slow" tests; rc=$$?; \
+	CI=$${CI:-} $(VENV)/bin/pytest tests; rc=$$?; \
 	scripts/services.sh stop; \
 	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
-
-test-slow: install
-	@scripts/services.sh start postgres redis; \
-	$(VENV)/bin/pytest -m slow -s tests; rc=$$?; \
-	scripts/services.sh stop; exit $$rc
 
 lint: install
 	$(VENV)/bin/ruff check python tests benchmarks

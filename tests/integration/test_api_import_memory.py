@@ -41,9 +41,7 @@ from tests.integration.pipeline_support import (
     worker_pool,
 )
 
-# A measurement more than a check of behaviour: `make test` leaves it out (`-m "not slow"`); `make test-slow`
-# runs it. Exact counts of streamed imports are covered by the bulk-action API tests.
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = pytest.mark.postgres
 
 ROWS = int(os.environ.get("CRM_BULK_IMPORT_ROWS", "1000000"))
 PEAK_LIMIT_MB = 500

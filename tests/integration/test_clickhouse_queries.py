@@ -13,8 +13,10 @@ import pyarrow as pa
 import pytest
 
 from crm_bulk.errors import ValidationError
+from crm_bulk.settings import Settings
 from crm_bulk.shipper import OUTBOX_SCHEMA, ChunkFacts, outcome_rows
 from crm_bulk.store.clickhouse import ClickHouseStore, connect, encode_cursor
+from crm_bulk.store.host import RemoteStore, StoreHost
 
 pytestmark = pytest.mark.clickhouse
 
@@ -58,13 +60,27 @@ class Dataset:
     entities: list[Entity]
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseStore]:
-    """One chDB store per module: chDB hosts one data path per process, so it is closed before the next."""
-    ch = connect(f"chdb://{tmp_path_factory.mktemp('chdb')}")
-    ch.migrate()
-    yield ch
-    ch.close()
+@pytest.fixture(scope="module", params=["in_process", "store_host"])
+def store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ClickHouseStore]:
+    """The engine in this process, and in a store host as the API process uses it: the same reads must give
+    the same answers. chDB hosts one data path per process, so each store is closed before the next."""
+    dsn = f"chdb://{tmp_path_factory.mktemp('chdb')}"
+    if request.param == "in_process":
+        ch = connect(dsn)
+        ch.migrate()
+        yield ch
+        ch.close()
+        return
+    host = StoreHost(Settings(clickhouse_url=dsn), "postgresql://unused", ship=False)
+    host.start()
+    remote = RemoteStore(dsn, host)
+    try:
+        yield remote
+    finally:
+        remote.close()
+        host.stop()
 
 
 @pytest.fixture(scope="module")
