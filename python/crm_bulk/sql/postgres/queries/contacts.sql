@@ -237,28 +237,33 @@ WITH ins AS (
            OR (excluded.job_title IS NOT NULL AND excluded.job_title IS DISTINCT FROM c.job_title)
            OR (cardinality(excluded.tags) > 0 AND excluded.tags IS DISTINCT FROM c.tags)
            OR (c.custom_fields || excluded.custom_fields) <> c.custom_fields)
-    RETURNING c.id, c.email_normalized
+    -- old.* is the row before this statement's update (NULL for an inserted row): an updated row's changed
+    -- fields come from it, with no second lookup.
+    RETURNING c.id, c.email_normalized,
+        CASE WHEN old.id IS NULL THEN 0 ELSE
+            CASE WHEN old.phone IS DISTINCT FROM c.phone OR old.phone_e164 IS DISTINCT FROM c.phone_e164
+                 THEN 2 ELSE 0 END
+          + CASE WHEN old.first_name IS DISTINCT FROM c.first_name THEN 4 ELSE 0 END
+          + CASE WHEN old.last_name IS DISTINCT FROM c.last_name THEN 8 ELSE 0 END
+          + CASE WHEN old.company IS DISTINCT FROM c.company THEN 16 ELSE 0 END
+          + CASE WHEN old.job_title IS DISTINCT FROM c.job_title THEN 32 ELSE 0 END
+          + CASE WHEN old.custom_fields <> c.custom_fields THEN 64 ELSE 0 END
+          + CASE WHEN old.tags IS DISTINCT FROM c.tags THEN 128 ELSE 0 END
+        END AS mask
 )
 SELECT s.row_no, coalesce(ins.id, e.id) AS entity_id,
        CASE WHEN ins.id IS NOT NULL THEN 'succeeded'
             WHEN e.last_import_job = %(job_id)s::uuid THEN 'duplicate_in_input'
             WHEN e.id IS NOT NULL THEN 'no_change' END AS code,
-       -- e is the row as it was before this statement; a NULL e means the contact was inserted.
-       CASE WHEN ins.id IS NULL OR e.id IS NULL THEN 0 ELSE
-           CASE WHEN s.phone IS NOT NULL AND (s.phone IS DISTINCT FROM e.phone
-                                              OR s.phone_e164 IS DISTINCT FROM e.phone_e164) THEN 2 ELSE 0 END
-         + CASE WHEN s.first_name IS NOT NULL AND s.first_name IS DISTINCT FROM e.first_name THEN 4 ELSE 0 END
-         + CASE WHEN s.last_name IS NOT NULL AND s.last_name IS DISTINCT FROM e.last_name THEN 8 ELSE 0 END
-         + CASE WHEN s.company IS NOT NULL AND s.company IS DISTINCT FROM e.company THEN 16 ELSE 0 END
-         + CASE WHEN s.job_title IS NOT NULL AND s.job_title IS DISTINCT FROM e.job_title THEN 32 ELSE 0 END
-         + CASE WHEN (e.custom_fields || coalesce(s.custom_fields, '{}')) <> e.custom_fields THEN 64 ELSE 0 END
-         + CASE WHEN cardinality(s.tags) > 0 AND s.tags IS DISTINCT FROM e.tags THEN 128 ELSE 0 END
-       END AS mask
+       coalesce(ins.mask, 0) AS mask
 FROM chunk_stage_import AS s
 LEFT JOIN ins ON ins.email_normalized = s.email_normalized
+-- Only rows neither inserted nor updated look for the existing contact (statement snapshot: the old row).
 LEFT JOIN LATERAL (
-    SELECT x.* FROM contacts AS x
-    WHERE x.email_normalized = s.email_normalized AND x.deleted_at IS NULL
+    SELECT x.id, x.last_import_job
+    FROM contacts AS x
+    WHERE ins.id IS NULL
+      AND x.email_normalized = s.email_normalized AND x.deleted_at IS NULL
       AND coalesce(x.account_id = %(account_id)s, false)
     LIMIT 1
 ) AS e ON true
