@@ -9,6 +9,7 @@ from typing import Protocol, final
 
 __all__ = [
     "ArrowColumn",
+    "SeenKeys",
     "core_version",
     "first_occurrence",
     "hash_keys",
@@ -31,6 +32,14 @@ class ArrowColumn:
     """One Arrow array produced by a kernel."""
 
     def __arrow_c_array__(self, requested_schema: object | None = None) -> tuple[object, object]: ...
+    def __len__(self) -> int: ...
+
+@final
+class SeenKeys:
+    """Keys met across calls, each with the number of the record that held it first."""
+
+    def __init__(self) -> None: ...
+    def repeats(self, keys: _Column, first_record: int) -> ArrowColumn: ...
     def __len__(self) -> int: ...
 
 def core_version() -> str: ...

@@ -21,9 +21,10 @@ import numpy as np
 import polars as pl
 from psycopg import sql
 
+from crm_bulk import kernels
 from crm_bulk.actions.filters import compile_filter
 from crm_bulk.actions.specs import ImportRecord
-from crm_bulk.apply.payload import IMPORT_TEXT_COLUMNS, encode_ids, encode_records, import_frame
+from crm_bulk.apply.payload import IMPORT_TEXT_COLUMNS, REPEAT_OF, encode_ids, encode_records, import_frame
 from crm_bulk.errors import ConflictError, NotFoundError, ValidationError
 from crm_bulk.jobs.repository import Conn
 from crm_bulk.sqlfiles import query
@@ -47,7 +48,7 @@ def plan_job(conn: Conn, job_id: UUID, *, chunk_size: int = DEFAULT_CHUNK_SIZE) 
         if job["action"] == "import":
             if not job["inline_records"]:
                 raise ConflictError(f"streamed import {job_id} is planned by finish_import")
-            frame = _records_frame(conn, job_id)
+            frame = mark_repeats(_records_frame(conn, job_id), kernels.SeenKeys(), first_record=1)
             chunks = _write_import_chunks(
                 conn, job_id, job["account_id"], frame, first_chunk_no=0, chunk_size=chunk_size
             )
@@ -64,10 +65,16 @@ def plan_job(conn: Conn, job_id: UUID, *, chunk_size: int = DEFAULT_CHUNK_SIZE) 
 
 
 def append_import_chunk(
-    conn: Conn, job_id: UUID, frame: pl.DataFrame, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+    conn: Conn,
+    job_id: UUID,
+    frame: pl.DataFrame,
+    *,
+    seen: kernels.SeenKeys,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> int:
     """Append a slice of a streamed import (columns of `crm_bulk.apply.payload.IMPORT_SCHEMA`, any subset)
-    as ledger rows of at most `chunk_size` records; return how many chunks this call wrote."""
+    as ledger rows of at most `chunk_size` records; return how many chunks this call wrote. `seen` is the
+    import's one `SeenKeys`, kept by the caller from slice to slice."""
     _check_chunk_size(chunk_size)
     records = import_frame(frame)
     with conn.transaction():
@@ -76,6 +83,7 @@ def append_import_chunk(
             raise ConflictError(f"job {job_id} is not an import")
         if job["planned"]:
             raise ConflictError(f"import {job_id} is already finished")
+        records = mark_repeats(records, seen, first_record=int(job["total"]) + 1)
         chunks = _write_import_chunks(
             conn, job_id, job["account_id"], records, first_chunk_no=job["chunk_count"], chunk_size=chunk_size
         )
@@ -84,6 +92,18 @@ def append_import_chunk(
             {"job_id": job_id, "chunks": chunks, "entities": records.height},
         )
     return chunks
+
+
+def mark_repeats(records: pl.DataFrame, seen: kernels.SeenKeys, *, first_record: int) -> pl.DataFrame:
+    """`records` with `repeat_of`: for a record whose normalised email an earlier record of the import holds
+    (in this slice or an earlier one), that record's number.
+
+    Repeats are settled here, in input order, rather than by the chunks as they apply: two chunks applied
+    at once that both insert one email make the second wait on the first's unique-index entry until the
+    first commits — measured, one chunk in five waited — and which record won would depend on timing.
+    """
+    normalized, _ = kernels.normalize_emails(records.get_column("email"))
+    return records.with_columns(seen.repeats(normalized, first_record).alias(REPEAT_OF))
 
 
 def finish_import(conn: Conn, job_id: UUID) -> int:

@@ -77,6 +77,42 @@ pub fn first_occurrence(
     })?))
 }
 
+/// Keys met across calls with the record that held each first (`dedup::SeenKeys`): an upload's emails.
+#[pyclass(module = "crm_bulk._core", name = "SeenKeys")]
+#[derive(Default)]
+pub struct SeenKeys {
+    inner: dedup::SeenKeys,
+}
+
+#[pymethods]
+impl SeenKeys {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// Per row, the number of the earlier record holding the key, else null (`first_record` numbers row 0).
+    fn repeats(
+        &mut self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        first_record: i64,
+    ) -> PyResult<ArrowColumn> {
+        let column = import_str_column(keys, "keys")?;
+        let inner = &mut self.inner;
+        let earlier = py.detach(|| {
+            without_panics("SeenKeys.repeats", || {
+                Ok(inner.repeats(&column, first_record))
+            })
+        })?;
+        Ok(ArrowColumn::new(earlier))
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+}
+
 /// XXH3-64 of each key's UTF-8 bytes; null for null keys.
 #[pyfunction]
 pub fn hash_keys(py: Python<'_>, keys: &Bound<'_, PyAny>) -> PyResult<ArrowColumn> {

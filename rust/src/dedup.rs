@@ -2,7 +2,7 @@
 use arrow_array::ArrayRef;
 use arrow_buffer::{BooleanBufferBuilder, NullBuffer};
 use hashbrown::hash_table::{Entry, HashTable};
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 use crate::columns::{bool_column, int64_column, uint64_column, StrColumn};
 use crate::error::{CoreError, CoreResult};
@@ -64,12 +64,102 @@ pub fn hash_key_column(keys: &StrColumn) -> ArrayRef {
     uint64_column(hashes, keys.nulls())
 }
 
+/// Keys met across calls (an upload's normalised emails, fed chunk by chunk), each with the number of the
+/// record that held it first. A key is kept as its XXH3-128 rather than its text — 24 bytes an entry
+/// whatever the key's length — so a false repeat needs a 128-bit collision.
+#[derive(Default)]
+pub struct SeenKeys {
+    table: HashTable<SeenKey>,
+}
+
+struct SeenKey {
+    hash: [u64; 2],
+    record: i64,
+}
+
+impl SeenKeys {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many distinct keys have been seen.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// True before any key was seen.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Per row: the record number of the earlier record that held the key, or null when this row is the
+    /// first (its own number, `first_record + row`, is then remembered). Null keys are never repeats.
+    pub fn repeats(&mut self, keys: &StrColumn, first_record: i64) -> ArrayRef {
+        let len = keys.len();
+        let mut earlier: Vec<i64> = Vec::with_capacity(len);
+        let mut is_repeat = BooleanBufferBuilder::new(len);
+        for (record, key) in (first_record..).zip(keys.iter()) {
+            let found = key.and_then(|key| {
+                let full = xxh3_128(key.as_bytes());
+                // Truncations of the 128-bit hash: the low half also buckets the table.
+                let hash = [full as u64, (full >> 64) as u64];
+                match self
+                    .table
+                    .entry(hash[0], |seen| seen.hash == hash, |seen| seen.hash[0])
+                {
+                    Entry::Occupied(seen) => Some(seen.get().record),
+                    Entry::Vacant(slot) => {
+                        slot.insert(SeenKey { hash, record });
+                        None
+                    }
+                }
+            });
+            is_repeat.append(found.is_some());
+            earlier.push(found.unwrap_or(0));
+        }
+        let nulls = NullBuffer::new(is_repeat.finish());
+        let nulls = (nulls.null_count() > 0).then_some(nulls);
+        int64_column(earlier, nulls)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Int64Type, UInt64Type};
     use arrow_array::Array;
+
+    fn repeats(seen: &mut SeenKeys, keys: &[Option<&str>], first_record: i64) -> Vec<Option<i64>> {
+        let column = seen.repeats(&StrColumn::from_values(keys.iter().copied()), first_record);
+        column.as_primitive::<Int64Type>().iter().collect()
+    }
+
+    #[test]
+    fn seen_keys_remember_the_first_record_across_calls() {
+        let mut seen = SeenKeys::new();
+        assert!(seen.is_empty());
+        assert_eq!(
+            repeats(&mut seen, &[Some("a"), Some("b"), Some("a"), None], 1),
+            vec![None, None, Some(1), None]
+        );
+        assert_eq!(
+            repeats(&mut seen, &[Some("b"), Some("c"), None, Some("c"), Some("a")], 5),
+            vec![Some(2), None, None, Some(6), Some(1)]
+        );
+        assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn seen_keys_tell_keys_apart_by_their_whole_text() {
+        let mut seen = SeenKeys::new();
+        let keys: Vec<String> = (0..20_000).map(|i| format!("user{i}@example.com")).collect();
+        let column: Vec<Option<&str>> = keys.iter().map(|k| Some(k.as_str())).collect();
+        assert!(repeats(&mut seen, &column, 0).iter().all(Option::is_none));
+        assert!(repeats(&mut seen, &[Some("user19999@example.com ")], 20_000)[0].is_none());
+        assert_eq!(repeats(&mut seen, &[Some("user7@example.com")], 20_001), vec![Some(7)]);
+    }
 
     fn run(keys: &[Option<&str>]) -> (Vec<bool>, Vec<Option<i64>>) {
         let (is_first, first_index) =

@@ -18,6 +18,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<arrow_ffi::ArrowColumn>()?;
+    m.add_class::<bindings::SeenKeys>()?;
     m.add_function(wrap_pyfunction!(bindings::core_version, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::normalize_emails, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::normalize_phones, m)?)?;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from uuid import UUID
 
 import polars as pl
 import psycopg
@@ -12,6 +13,7 @@ import pytest
 from crm_bulk import kernels
 from crm_bulk.actions.specs import BulkActionRequest
 from crm_bulk.apply.engine import apply_chunk
+from crm_bulk.apply.payload import IMPORT_SCHEMA, REPEAT_OF, decode_payload, write_ipc
 from crm_bulk.jobs.repository import create_job, get_job
 from crm_bulk.planner import append_import_chunk, finish_import
 from tests.integration.apply_support import (
@@ -131,8 +133,26 @@ def test_repeats_within_a_chunk_are_duplicate_in_input_pointing_at_the_first(con
     assert log.get_column("code").to_list() == ["succeeded", "duplicate_in_input"]
     ids = log.get_column("entity_id").to_list()
     assert ids[0] == ids[1]
-    assert log.get_column("message").to_list()[1] == "repeats row 0"
+    assert log.get_column("message").to_list()[1] == "repeats the email of record 1"
     assert _by_email(conn, account, "d@example.com")["first_name"] == "First"
+
+
+def test_the_first_record_owns_its_email_even_when_it_fails(conn: Conn) -> None:
+    # Which record wins depends on input order only, never on which other fields pass or which chunk
+    # commits first: the user fixes record 1 and imports again.
+    account = new_account(conn)
+    job = run_job(
+        conn,
+        account,
+        _import([{"email": "o@example.com", "phone": "not a phone"}, {"email": "O@example.com"}]),
+    )
+    log = outcomes(conn, job.id)
+    assert log.get_column("code").to_list() == ["invalid_phone", "duplicate_in_input"]
+    assert log.get_column("message").to_list()[1] == "repeats the email of record 1"
+    assert log.get_column("entity_id").to_list() == [None, None]
+    count = conn.execute("SELECT count(*) FROM contacts WHERE account_id = %s", (account,)).fetchone()
+    assert count == (0,)
+    assert counts_add_up(job)
 
 
 @pytest.mark.parametrize("on_duplicate", ["skip", "update"])
@@ -151,7 +171,9 @@ def test_repeats_across_chunks_of_one_job_are_duplicate_in_input(conn: Conn, on_
         ),
         chunk_size=2,
     )
-    assert codes(conn, job.id) == ["succeeded", "succeeded", "duplicate_in_input"]
+    log = outcomes(conn, job.id)
+    assert log.get_column("code").to_list() == ["succeeded", "succeeded", "duplicate_in_input"]
+    assert log.get_column("message").to_list()[2] == "repeats the email of record 1"
     assert _by_email(conn, account, "x@example.com")["first_name"] == "A"
 
 
@@ -163,6 +185,9 @@ def test_two_import_chunks_racing_for_one_email_report_duplicate_in_input(
     body = _import([{"email": "race@example.com"}, {"email": "RACE@example.com"}], on_duplicate)
     job_id, chunks = submit(conn, account, body, chunk_size=1)
     assert chunks == 2
+    # Chunks stored by the planner carry the repeat already (`repeat_of`) and never race; ledger rows
+    # without that column (written before it existed) still must come out right.
+    _forget_repeats(conn, job_id)
     results: list[str] = []
     with psycopg.connect(database_url) as holder:
         # Chunk 0 inserts the email in a transaction that stays open, so chunk 1's insert waits on the
@@ -178,6 +203,18 @@ def test_two_import_chunks_racing_for_one_email_report_duplicate_in_input(
     assert results == ["applied"]
     assert codes(conn, job_id) == ["succeeded", "duplicate_in_input"]
     assert counts_add_up(get_job(conn, account, job_id))
+
+
+def _forget_repeats(conn: Conn, job_id: UUID) -> None:
+    for chunk_no, payload in conn.execute(
+        "SELECT chunk_no, payload FROM bulk_action_chunks WHERE job_id = %s", (job_id,)
+    ).fetchall():
+        frame = decode_payload(bytes(payload)).drop(REPEAT_OF)
+        table = frame.to_arrow().cast(IMPORT_SCHEMA)
+        conn.execute(
+            "UPDATE bulk_action_chunks SET payload = %s WHERE job_id = %s AND chunk_no = %s",
+            (write_ipc(table), job_id, chunk_no),
+        )
 
 
 def test_skip_leaves_existing_contacts_as_duplicate_email(conn: Conn) -> None:
@@ -249,7 +286,7 @@ def test_streamed_import_rejects_nul_characters_per_entity(conn: Conn) -> None:
             "tags": [None, None, None, ["ok", "n\x00l"]],
         }
     )
-    assert append_import_chunk(conn, job.id, frame) == 1
+    assert append_import_chunk(conn, job.id, frame, seen=kernels.SeenKeys()) == 1
     assert finish_import(conn, job.id) == 1
     apply_chunk(conn, job.id, 0)
     log = outcomes(conn, job.id)

@@ -11,8 +11,9 @@ import polars as pl
 import psycopg
 import pytest
 
+from crm_bulk import kernels
 from crm_bulk.actions.specs import BulkActionRequest, decode_request
-from crm_bulk.apply.payload import IMPORT_SCHEMA, decode_payload
+from crm_bulk.apply.payload import IMPORT_PAYLOAD_SCHEMA, REPEAT_OF, decode_payload
 from crm_bulk.errors import ConflictError, NotFoundError, ValidationError
 from crm_bulk.jobs.repository import create_job, get_job, list_jobs
 from crm_bulk.planner import append_import_chunk, finish_import, plan_job
@@ -223,7 +224,7 @@ def test_inline_import_records_become_payload_chunks_in_input_order(conn: Conn) 
         "SELECT payload FROM bulk_action_chunks WHERE job_id = %s ORDER BY chunk_no", (job.id,)
     ).fetchall()
     frame = pl.concat([decode_payload(bytes(r[0])) for r in rows])
-    assert frame.columns == IMPORT_SCHEMA.names
+    assert frame.columns == IMPORT_PAYLOAD_SCHEMA.names
     assert frame.get_column("email").to_list() == [r["email"] for r in records]
     assert frame.get_column("custom_fields").to_list()[4] == '{"n":4}'
     assert get_job(conn, account, job.id).total == 5
@@ -235,16 +236,36 @@ def test_streamed_import_appends_slices_until_finished(conn: Conn) -> None:
     with pytest.raises(ConflictError):
         plan_job(conn, job.id)
     first = pl.DataFrame({"email": ["a@x.io", "b@x.io", "c@x.io"], "company": ["A", None, "C"]})
-    assert append_import_chunk(conn, job.id, first, chunk_size=2) == 2
-    assert append_import_chunk(conn, job.id, pl.DataFrame({"email": ["d@x.io"]}), chunk_size=2) == 1
+    seen = kernels.SeenKeys()
+    assert append_import_chunk(conn, job.id, first, seen=seen, chunk_size=2) == 2
+    assert (
+        append_import_chunk(conn, job.id, pl.DataFrame({"email": ["d@x.io"]}), seen=seen, chunk_size=2) == 1
+    )
     assert finish_import(conn, job.id) == 3
     assert finish_import(conn, job.id) == 3
     assert plan_job(conn, job.id) == 3
     with pytest.raises(ConflictError):
-        append_import_chunk(conn, job.id, first)
+        append_import_chunk(conn, job.id, first, seen=seen)
     row = conn.execute(
         "SELECT total, chunk_count, planned FROM bulk_actions WHERE id = %s", (job.id,)
     ).fetchone()
     assert row == (4, 3, True)
     with pytest.raises(ValidationError):
-        append_import_chunk(conn, job.id, pl.DataFrame({"email": ["e@x.io"], "fax": ["1"]}))
+        append_import_chunk(conn, job.id, pl.DataFrame({"email": ["e@x.io"], "fax": ["1"]}), seen=seen)
+
+
+def test_repeats_are_numbered_across_the_slices_of_an_import(conn: Conn) -> None:
+    account = new_account(conn)
+    job = create_job(conn, account_id=account, created_by=None, request=BulkActionRequest(action="import"))
+    seen = kernels.SeenKeys()
+    slices = [["a@x.io", "b@x.io", " A@X.io"], ["b@x.io", "c@x.io", "not an email", "not an email"]]
+    for emails in slices:
+        append_import_chunk(conn, job.id, pl.DataFrame({"email": emails}), seen=seen, chunk_size=2)
+    finish_import(conn, job.id)
+    rows = conn.execute(
+        "SELECT payload FROM bulk_action_chunks WHERE job_id = %s ORDER BY chunk_no", (job.id,)
+    ).fetchall()
+    frame = pl.concat([decode_payload(bytes(r[0])) for r in rows])
+    # Record numbers count from 1 over the whole import; invalid emails are never repeats.
+    assert frame.get_column(REPEAT_OF).to_list() == [None, None, 1, 2, None, None, None]
+    assert len(seen) == 3

@@ -141,6 +141,19 @@ def first_occurrence(keys: Iterable[str | None]) -> tuple[list[bool], list[int |
     return is_first, first_index
 
 
+def seen_key_repeats(slices: Iterable[tuple[list[str | None], int]]) -> list[list[int | None]]:
+    """Per slice (keys, first record number): each row's earlier record holding the key, else None."""
+    seen: dict[str, int] = {}
+    out: list[list[int | None]] = []
+    for keys, first_record in slices:
+        repeats: list[int | None] = []
+        for record, key in enumerate(keys, start=first_record):
+            earlier = None if key is None else seen.setdefault(key, record)
+            repeats.append(earlier if earlier is not None and earlier != record else None)
+        out.append(repeats)
+    return out
+
+
 def hash_key(key: str | None) -> int | None:
     """XXH3-64 of the UTF-8 bytes."""
     return None if key is None else xxhash.xxh3_64_intdigest(key.encode())

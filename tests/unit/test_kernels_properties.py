@@ -141,6 +141,21 @@ def test_first_occurrence_agrees_across_chunks(chunks: list[list[str | None]]) -
 
 
 @PROFILE
+@given(st.lists(st.tuples(st.lists(KEYS, max_size=20), st.integers(0, 3)), min_size=1, max_size=4))
+def test_seen_keys_agree_with_reference_across_calls(slices: list[tuple[list[str | None], int]]) -> None:
+    # Record numbers: each slice starts where the previous ended, after a gap (records not keyed).
+    numbered: list[tuple[list[str | None], int]] = []
+    start = 1
+    for keys, gap in slices:
+        numbered.append((keys, start + gap))
+        start += gap + len(keys)
+    seen = kernels.SeenKeys()
+    got = [seen.repeats(pl.Series(keys, dtype=pl.String), first).to_list() for keys, first in numbered]
+    assert got == ref.seen_key_repeats(numbered)
+    assert len(seen) == len({k for keys, _ in numbered for k in keys if k is not None})
+
+
+@PROFILE
 @given(st.lists(KEYS | st.text(ANY_CHAR, min_size=10, max_size=300), max_size=30))
 def test_hash_keys_agree_with_xxhash(values: list[str | None]) -> None:
     hashes = kernels.hash_keys(pl.Series(values, dtype=pl.String))

@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 import psycopg
 
-from crm_bulk import metrics
+from crm_bulk import kernels, metrics
 from crm_bulk.actions.specs import BulkActionRequest
 from crm_bulk.api.resources import Resources
 from crm_bulk.api.uploads import Rechunker, RecordParser
@@ -37,6 +37,7 @@ class ImportSession:
         self._parser = parser
         self._chunk_size = resources.settings.chunk_size
         self._rechunker = Rechunker(self._chunk_size)
+        self._seen = kernels.SeenKeys()
         self._stack = ExitStack()
         self._conn: psycopg.Connection[Any] | None = None
         self._job: Job | None = None
@@ -67,7 +68,7 @@ class ImportSession:
     def _store(self, frames: list[pl.DataFrame]) -> None:
         for frame in frames:
             conn, job = self._begun()
-            append_import_chunk(conn, job.id, frame, chunk_size=self._chunk_size)
+            append_import_chunk(conn, job.id, frame, seen=self._seen, chunk_size=self._chunk_size)
             metrics.IMPORT_ROWS.inc(frame.height)
 
     def _begun(self) -> tuple[psycopg.Connection[Any], Job]:

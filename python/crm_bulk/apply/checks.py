@@ -3,7 +3,10 @@
 The checks run in a fixed order and an entity reports the first that fails:
 `invalid_email` (message: the kernel's reason, e.g. `missing_at`), `invalid_phone` (the reason),
 `too_long` (the field), `invalid_field` (the field, or the custom-fields kernel's reason).
-Among the entities that pass, repeats of a normalised email are `duplicate_in_input` (the first wins).
+Among the entities that pass, repeats of a normalised email are `duplicate_in_input`: the first record with
+a valid email owns it, whether or not its other fields pass, so which record wins depends on input order
+only. Repeats of records in earlier chunks come marked in the payload (`repeat_of`); within the chunk they
+are found here.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from crm_bulk.actions.specs import (
     TAG_MAX_CHARS,
     Changes,
 )
-from crm_bulk.apply.payload import IMPORT_TEXT_COLUMNS
+from crm_bulk.apply.payload import IMPORT_TEXT_COLUMNS, REPEAT_OF
 
 PHONE_REGION = "US"
 _OPTIONAL_TEXT = tuple(c for c in IMPORT_TEXT_COLUMNS if c != "email")
@@ -34,11 +37,14 @@ _JSON_NUL = r"(?:^|[^\\])(?:\\\\)*\\u0000"
 
 def check_records(frame: pl.DataFrame) -> pl.DataFrame:
     """Import records (payload columns) with `row_no`, normalised `email_normalized` and `phone_e164`,
-    sorted duplicate-free `tags`, and per row `code`/`message` (null code: valid) and `first_row`
-    (for a `duplicate_in_input`, the row that holds the email first; else null).
+    sorted duplicate-free `tags`, and per row `code`/`message` (null code: valid), `first_row` (for a
+    repeat within the chunk, the row that holds the email first; else null) and `repeat_of` (for a repeat,
+    the import's record number that holds the email first, when the payload carries it; else null).
 
     Blank optional values count as absent (null): an empty CSV cell means "not provided".
     """
+    if REPEAT_OF not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Int64).alias(REPEAT_OF))
     records = frame.with_columns(
         pl.int_range(pl.len(), dtype=pl.Int32).alias("row_no"),
         *[
@@ -84,19 +90,20 @@ def check_records(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _mark_repeats(records: pl.DataFrame) -> pl.DataFrame:
-    """`duplicate_in_input` for valid rows whose normalised email an earlier valid row holds."""
-    valid = records.get_column("code").is_null()
-    positions = records.get_column("row_no").filter(valid)
-    is_first, first_index = kernels.first_occurrence(records.get_column("email_normalized").filter(valid))
+    """`duplicate_in_input` for valid rows whose normalised email an earlier record holds: an earlier chunk's
+    (`repeat_of`) or an earlier row of this chunk with a valid email (`first_row`)."""
+    has_email = records.get_column("email_normalized").is_not_null()
+    positions = records.get_column("row_no").filter(has_email)
+    is_first, first_index = kernels.first_occurrence(records.get_column("email_normalized").filter(has_email))
     repeats = ~is_first
     first_row = pl.Series("first_row", [None] * records.height, dtype=pl.Int32)
     if repeats.any():
         first_row = first_row.scatter(
             positions.filter(repeats), positions.gather(first_index.filter(repeats))
         )
-    return records.with_columns(
-        first_row,
-        code=pl.when(first_row.is_not_null()).then(pl.lit("duplicate_in_input")).otherwise(pl.col("code")),
+    repeat = first_row.is_not_null() | pl.col(REPEAT_OF).is_not_null()
+    return records.with_columns(first_row).with_columns(
+        code=pl.when(pl.col("code").is_null() & repeat).then(pl.lit("duplicate_in_input")).otherwise("code"),
     )
 
 

@@ -25,7 +25,7 @@ import psycopg
 from crm_bulk.actions.specs import ActionParams, params_from_json
 from crm_bulk.apply.checks import check_changes, check_records
 from crm_bulk.apply.outbox import OUTCOME_COLUMNS, encode_outcomes, outcome_counts, outcome_of
-from crm_bulk.apply.payload import decode_payload
+from crm_bulk.apply.payload import REPEAT_OF, decode_payload
 from crm_bulk.apply.staging import copy_out, stage_ids, stage_import
 from crm_bulk.errors import CrmBulkError, NotFoundError, PermanentError, RetryableError
 from crm_bulk.jobs.repository import Conn
@@ -274,12 +274,17 @@ def _apply_import(
         result = _place_unresolved(conn, result, statement_params, on_duplicate)
         clock.lap("statement")
     merged = records.join(result.rename({"code": "_code"}), on="row_no", how="left")
-    # A repeat within the chunk points at the contact its first occurrence became.
+    # A repeat within the chunk points at the contact its first occurrence became; a repeat of an earlier
+    # chunk's record names that record (its contact is that record's outcome).
     first_ids = result.select(pl.col("row_no").alias("first_row"), pl.col("entity_id").alias("_first_id"))
     merged = merged.join(first_ids, on="first_row", how="left").with_columns(
         entity_id=pl.coalesce("entity_id", "_first_id"),
         code=pl.coalesce("code", "_code"),
-        message=pl.when(pl.col("first_row").is_not_null())
+        message=pl.when(pl.col("code") != "duplicate_in_input")
+        .then(pl.col("message"))
+        .when(pl.col(REPEAT_OF).is_not_null())
+        .then(pl.format("repeats the email of record {}", pl.col(REPEAT_OF)))
+        .when(pl.col("first_row").is_not_null())
         .then(pl.format("repeats row {}", pl.col("first_row")))
         .otherwise(pl.col("message")),
         mask=pl.col("mask").fill_null(0),

@@ -1,7 +1,9 @@
 """Chunk inputs as stored in `bulk_action_chunks.payload`: Arrow IPC streams, zstd-compressed.
 
 Id targets (ids, filter, all) carry one `id` int64 column, ascending and duplicate-free; imports carry the
-record columns of `IMPORT_SCHEMA`, one row per input record in input order.
+record columns of `IMPORT_SCHEMA`, one row per input record in input order, plus `repeat_of`: for a record
+whose normalised email an earlier record of the same import holds, that record's number (1-based, counted
+over the whole import), set when the chunk is stored (`crm_bulk.planner`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ IMPORT_SCHEMA = pa.schema(
     [pa.field(name, pa.utf8()) for name in IMPORT_TEXT_COLUMNS]
     + [pa.field("tags", pa.list_(pa.utf8())), pa.field("custom_fields", pa.utf8())]
 )
+REPEAT_OF = "repeat_of"
+IMPORT_PAYLOAD_SCHEMA = IMPORT_SCHEMA.append(pa.field(REPEAT_OF, pa.int64()))
 _WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 
 
@@ -74,8 +78,8 @@ def import_frame(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def encode_records(frame: pl.DataFrame) -> bytes:
-    """The payload of an import chunk (`frame` as `import_frame` returns it)."""
-    table = frame.select(IMPORT_SCHEMA.names).to_arrow().cast(IMPORT_SCHEMA)
+    """The payload of an import chunk (`frame` as `import_frame` returns it, with `repeat_of`)."""
+    table = frame.select(IMPORT_PAYLOAD_SCHEMA.names).to_arrow().cast(IMPORT_PAYLOAD_SCHEMA)
     return write_ipc(table)
 
 
