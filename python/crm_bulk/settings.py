@@ -109,6 +109,12 @@ class Settings:
         default=10 * 1024 * 1024,
         metadata=_doc("Largest JSON request body; streamed imports are not bound by it."),
     )
+    max_upload_bytes: int = field(
+        default=4 * 1024**3,
+        metadata=_doc(
+            "Largest streamed import (CSV or NDJSON body); a larger one answers 413, leaving nothing."
+        ),
+    )
     log_level: str = field(default="INFO", metadata=_doc("Python logging level."))
 
     @property
@@ -192,6 +198,7 @@ class Settings:
             "kafka_partitions",
             "retry_attempts",
             "jwt_ttl_seconds",
+            "max_upload_bytes",
         ):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(env_name(name), "must be at least 1")

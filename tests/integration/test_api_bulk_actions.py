@@ -13,6 +13,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -381,6 +382,27 @@ def test_malformed_uploads_answer_4xx_and_leave_nothing(
     headers = own.editor | ({"Content-Type": content_type} if content_type else {})
     assert_problem(client.post("/bulk-actions/import", content=body, headers=headers), status)
     assert client.get("/bulk-actions", headers=own.viewer).json()["items"] == []
+
+
+def test_an_upload_over_the_size_limit_answers_413_and_leaves_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, max_upload_bytes=2_000)
+    for client in running_client(settings, database_url):
+        own = make_tenant(client, "Oversized")
+        body = _csv_upload(100, bad_every=1000)
+        assert len(body) > 2_000
+        headers = own.editor | {"Content-Type": "text/csv"}
+        # Declared length over the limit: refused before reading; streamed without one: refused when crossed.
+        assert_problem(client.post("/bulk-actions/import", content=body, headers=headers), 413)
+        chunked = client.post(
+            "/bulk-actions/import", content=iter([body[:1500], body[1500:]]), headers=headers
+        )
+        assert_problem(chunked, 413)
+        assert "2000 bytes" in chunked.json()["detail"]
+        assert client.get("/bulk-actions", headers=own.viewer).json()["items"] == []
+        small = client.post("/bulk-actions/import", content=_csv_upload(5, bad_every=1000), headers=headers)
+        assert small.status_code == 202, small.text
 
 
 def test_cancel_stops_a_job_and_a_second_cancel_conflicts(

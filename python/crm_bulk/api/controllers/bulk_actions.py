@@ -89,6 +89,12 @@ class ErrorReport(msgspec.Struct):
     items: list[LogItem]
 
 
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(
+        status_code=413, detail=f"the upload is larger than {limit} bytes (CRM_BULK_MAX_UPLOAD_BYTES)"
+    )
+
+
 def _job_of(resources: Resources, account_id: int, job_id: UUID) -> Job:
     with resources.connection() as conn:
         return jobs.get_job(conn, account_id, job_id)
@@ -153,7 +159,7 @@ class BulkActionController(Controller):
         request_max_body_size=None,
         summary="Import contacts from a streamed CSV or NDJSON upload",
         operation_class=ImportUploadOperation,
-        responses=problem_responses(400, 401, 403, 415, 422, 429, 503),
+        responses=problem_responses(400, 401, 403, 413, 415, 422, 429, 503),
     )
     async def import_upload(
         self,
@@ -173,10 +179,19 @@ class BulkActionController(Controller):
         parser = parser_for(request.headers.get("content-type", ""))
         if parser is None:
             raise HTTPException(status_code=415, detail="send Content-Type: text/csv or application/x-ndjson")
+        limit = resources.settings.max_upload_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)
         spec = BulkActionRequest(action="import", on_duplicate=on_duplicate, scheduled_for=scheduled_for)
         upload = ImportSession(resources, principal, spec, parser)
+        received = 0
         try:
             async for piece in request.stream():
+                received += len(piece)
+                if received > limit:
+                    # Chunked uploads declare no length: refuse when the limit is crossed, keep nothing.
+                    raise _too_large(limit)
                 if piece:
                     await anyio.to_thread.run_sync(upload.consume, piece)
             return await anyio.to_thread.run_sync(upload.finish)
