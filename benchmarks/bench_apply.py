@@ -41,6 +41,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from crm_bulk import kernels
 from crm_bulk.actions.specs import BulkActionRequest, Changes, Target
 from crm_bulk.apply.checks import check_records
 from crm_bulk.apply.engine import apply_chunk
@@ -294,7 +295,7 @@ def platform_import(dsn: str, frame: pl.DataFrame, *, streams: int, chunk_size: 
     with psycopg.connect(dsn, autocommit=True) as conn:
         job = create_job(conn, account_id=1, created_by=None, request=BulkActionRequest(action="import"))
         started = time.monotonic()
-        append_import_chunk(conn, job.id, frame, chunk_size=chunk_size)
+        append_import_chunk(conn, job.id, frame, seen=kernels.SeenKeys(), chunk_size=chunk_size)
         chunks = finish_import(conn, job.id)
         plan_seconds = time.monotonic() - started
     task = {"dsn": dsn, "job_id": str(job.id), "chunks": chunks}

@@ -141,3 +141,20 @@ def test_id_ranges_split_evenly_and_cover_every_id() -> None:
     ranges = id_ranges(ids, 3)
     assert ranges == [(1, 3), (5, 7), (9, 11)]
     assert all(any(a <= i <= b for a, b in ranges) for i in ids)
+
+
+@pytest.mark.postgres
+def test_the_apply_engine_benchmark_runs(pg_server_url: str, tmp_path: Path) -> None:
+    """`benchmarks/bench_apply.py`, small: every variant reports a positive rate for both actions."""
+    out = tmp_path / "apply.json"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_apply.py"
+    command = [sys.executable, str(script), "--server-url", pg_server_url, "--rows", "20000"]
+    command += ["--no-sweeps", "--seed-seconds", "1", "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-4000:]
+    document = json.loads(out.read_text())
+    for action in ("update", "import"):
+        assert document[action]["platform"]["rows"] == 20_000
+        for variant in ("platform", "ceiling", "seed"):
+            assert document[action][variant]["rate"] > 0, (action, variant)
+    assert "| import |" in result.stdout
