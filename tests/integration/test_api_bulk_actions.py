@@ -405,6 +405,51 @@ def test_an_upload_over_the_size_limit_answers_413_and_leaves_nothing(
         assert small.status_code == 202, small.text
 
 
+def test_an_upload_repeated_with_its_idempotency_key_answers_the_same_job(
+    client: TestClient[Litestar], database_url: str
+) -> None:
+    own = make_tenant(client, "Retrier")
+    body = _csv_upload(30, bad_every=1000)
+    headers = own.editor | {"Content-Type": "text/csv", "Idempotency-Key": "upload-1"}
+    first = client.post("/bulk-actions/import", content=body, headers=headers)
+    assert first.status_code == 202, first.text
+    again = client.post("/bulk-actions/import", content=iter([body[:100], body[100:]]), headers=headers)
+    assert again.status_code == 202, again.text
+    assert again.json()["id"] == first.json()["id"]
+    with psycopg.connect(database_url) as conn:
+        chunks = conn.execute(
+            "SELECT count(*) FROM bulk_action_chunks WHERE job_id = %s", [first.json()["id"]]
+        ).fetchone()
+    assert chunks == (1,)
+    # Another body, or other parameters, under the same key: 409 naming the job that holds it.
+    other = client.post("/bulk-actions/import", content=_csv_upload(3, bad_every=1000), headers=headers)
+    assert_problem(other, 409)
+    assert other.json()["existing_id"] == first.json()["id"]
+    skip = client.post("/bulk-actions/import?on_duplicate=update", content=body, headers=headers)
+    assert_problem(skip, 409)
+    # A JSON request with the key another upload holds is another request too.
+    held = client.post(
+        "/bulk-actions",
+        json={"action": "delete", "target": {"ids": [1]}},
+        headers=own.editor | {"Idempotency-Key": "upload-1"},
+    )
+    assert_problem(held, 409)
+    listed = client.get("/bulk-actions", headers=own.viewer).json()["items"]
+    assert [j["id"] for j in listed] == [first.json()["id"]]
+
+
+def test_a_failed_upload_leaves_its_idempotency_key_free(client: TestClient[Litestar]) -> None:
+    own = make_tenant(client, "Retried")
+    headers = own.editor | {"Content-Type": "text/csv", "Idempotency-Key": "after-a-failure"}
+    broken = client.post(
+        "/bulk-actions/import", content=b"email,nickname\na@example.com,A\n", headers=headers
+    )
+    assert_problem(broken, 422)
+    fixed = client.post("/bulk-actions/import", content=_csv_upload(4, bad_every=1000), headers=headers)
+    assert fixed.status_code == 202, fixed.text
+    assert fixed.json()["total"] == 4
+
+
 def test_cancel_stops_a_job_and_a_second_cancel_conflicts(
     client: TestClient[Litestar], database_url: str
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from contextlib import ExitStack
 from typing import Any
@@ -10,7 +11,7 @@ import polars as pl
 import psycopg
 
 from crm_bulk import kernels, metrics
-from crm_bulk.actions.specs import BulkActionRequest
+from crm_bulk.actions.specs import BulkActionRequest, spec_json
 from crm_bulk.api.resources import Resources
 from crm_bulk.api.uploads import Rechunker, RecordParser
 from crm_bulk.auth.accounts import Principal
@@ -29,12 +30,20 @@ class ImportSession:
     chunk, so a file refused by its header never touches the database."""
 
     def __init__(
-        self, resources: Resources, principal: Principal, spec: BulkActionRequest, parser: RecordParser
+        self,
+        resources: Resources,
+        principal: Principal,
+        spec: BulkActionRequest,
+        parser: RecordParser,
+        *,
+        idempotency_key: str | None = None,
     ) -> None:
         self._resources = resources
         self._principal = principal
         self._spec = spec
         self._parser = parser
+        self._idempotency_key = idempotency_key
+        self._digest = upload_digest(spec)
         self._chunk_size = resources.settings.chunk_size
         self._rechunker = Rechunker(self._chunk_size)
         self._seen = kernels.SeenKeys()
@@ -44,6 +53,7 @@ class ImportSession:
 
     def consume(self, piece: bytes) -> None:
         """Parse a piece of the body and store every chunk it completes."""
+        self._digest.update(piece)
         self._store(self._rechunker.push(self._parser.feed(piece)))
 
     def finish(self) -> Job:
@@ -54,6 +64,8 @@ class ImportSession:
             self._store([last])
         if self._job is None or self._conn is None:
             raise ValidationError("the upload holds no records", field="body", code="empty")
+        if self._idempotency_key is not None:
+            jobs.record_request_hash(self._conn, self._job.id, self._digest.hexdigest())
         finish_import(self._conn, self._job.id)
         job = jobs.get_job(self._conn, self._principal.account_id, self._job.id)
         self._stack.close()
@@ -82,8 +94,15 @@ class ImportSession:
                 account_id=self._principal.account_id,
                 created_by=self._principal.user_id,
                 request=self._spec,
+                idempotency_key=self._idempotency_key,
+                request_hash=None if self._idempotency_key is None else jobs.PENDING_REQUEST_HASH,
             )
         return self._conn, self._job
+
+
+def upload_digest(spec: BulkActionRequest) -> Any:
+    """The running hash an upload's Idempotency-Key is checked against: its parameters, then its body."""
+    return hashlib.sha256(spec_json(spec))
 
 
 class UploadAbortedError(Exception):

@@ -32,6 +32,9 @@ JOB_STATUSES: tuple[str, ...] = (
 )
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "completed_with_errors", "failed", "cancelled"})
 MAX_PAGE = 200
+# The request hash of a streamed upload until its body has been read whole (replaced in the same
+# transaction, so no committed job keeps it).
+PENDING_REQUEST_HASH = "pending"
 
 Conn = psycopg.Connection[Any]
 
@@ -147,7 +150,9 @@ def list_jobs(
     return JobPage(items=jobs, next_cursor=next_cursor)
 
 
-def _job_for_key(conn: Conn, account_id: int, key: str, digest: str) -> Job | None:
+def job_for_idempotency_key(conn: Conn, account_id: int, key: str) -> tuple[Job, str] | None:
+    """The job holding `key` in the account and its request hash; None when the key is free (a key expires
+    24 hours after its job was created and is then released)."""
     found = conn.execute(
         query("postgres", "jobs", "job_by_idempotency_key"),
         {"account_id": account_id, "idempotency_key": key},
@@ -158,9 +163,25 @@ def _job_for_key(conn: Conn, account_id: int, key: str, digest: str) -> Job | No
     if expired:
         conn.execute(query("postgres", "jobs", "release_idempotency_key"), {"job_id": job_id})
         return None
+    return get_job(conn, account_id, job_id), str(stored_hash)
+
+
+def record_request_hash(conn: Conn, job_id: UUID, digest: str) -> None:
+    """Store the hash of a request known only once it has been read whole (a streamed upload's body)."""
+    conn.execute(query("postgres", "jobs", "set_request_hash"), {"job_id": job_id, "request_hash": digest})
+
+
+def _job_for_key(conn: Conn, account_id: int, key: str, digest: str) -> Job | None:
+    found = job_for_idempotency_key(conn, account_id, key)
+    if found is None:
+        return None
+    job, stored_hash = found
+    if digest == PENDING_REQUEST_HASH:
+        # Another upload committed the key while this one was starting; its hash may well be ours.
+        raise ConflictError("idempotency key is held by another upload; retry", existing_id=str(job.id))
     if stored_hash != digest:
-        raise ConflictError("idempotency key was used with a different request", existing_id=str(job_id))
-    return get_job(conn, account_id, job_id)
+        raise ConflictError("idempotency key was used with a different request", existing_id=str(job.id))
+    return job
 
 
 def _job(row: tuple[Any, ...]) -> Job:

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 40.0
+REVIVE_GRACE_SECONDS = 2.0
 # What the API may ask the host to run: the engine-facing primitives of ClickHouseStore, nothing else.
 PRIMITIVES = frozenset({"check", "migrate", "_rows", "_arrow", "_insert_arrow"})
 _PARENT_POLL_SECONDS = 1.0
@@ -98,8 +99,13 @@ class StoreHost:
                 time.sleep(0.05)
 
     def revive(self) -> bool:
-        """Start the host again if it is gone; True when it had to be (its caller may retry)."""
+        """Start the host again if it is gone; True when it had to be (its caller may retry).
+
+        Called after a connection failed: a host that was killed may still be tearing down its threads for a
+        moment, so it gets `REVIVE_GRACE_SECONDS` to finish dying before it counts as alive."""
         process = self._process
+        if process is not None:
+            process.join(REVIVE_GRACE_SECONDS)
         if process is not None and process.is_alive():
             return False
         log.warning("chdb host is gone (exit code %s); starting it again", process and process.exitcode)

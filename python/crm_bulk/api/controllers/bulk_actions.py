@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -18,13 +18,14 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.response import Stream
 
 from crm_bulk.actions.specs import BulkActionRequest
-from crm_bulk.api.import_session import ImportSession
+from crm_bulk.api.import_session import ImportSession, upload_digest
 from crm_bulk.api.openapi_extras import ErrorsOperation, ImportUploadOperation
 from crm_bulk.api.problems import AUTHENTICATED, problem_responses
 from crm_bulk.api.resources import Resources
 from crm_bulk.api.security import editor, viewer
 from crm_bulk.api.uploads import parser_for
 from crm_bulk.auth.accounts import Principal
+from crm_bulk.errors import ConflictError
 from crm_bulk.jobs import repository as jobs
 from crm_bulk.jobs.control import cancel_job
 from crm_bulk.jobs.repository import Job, JobPage
@@ -87,6 +88,33 @@ class ErrorReport(msgspec.Struct):
 
     summary: dict[str, int]
     items: list[LogItem]
+
+
+async def _limited(request: Request[Any, Any, Any], limit: int) -> AsyncIterator[bytes]:
+    """The body's pieces; past `limit` bytes, 413 (a chunked upload declares no length up front)."""
+    received = 0
+    async for piece in request.stream():
+        received += len(piece)
+        if received > limit:
+            raise _too_large(limit)
+        yield piece
+
+
+def _held_key(resources: Resources, account_id: int, key: str) -> tuple[Job, str] | None:
+    with resources.connection() as conn:
+        return jobs.job_for_idempotency_key(conn, account_id, key)
+
+
+async def _same_upload_again(
+    request: Request[Any, Any, Any], spec: BulkActionRequest, limit: int, job: Job, stored_hash: str
+) -> Job:
+    """The job an earlier upload with this key made, if this upload is the same (parameters and body)."""
+    digest = upload_digest(spec)
+    async for piece in _limited(request, limit):
+        digest.update(piece)
+    if digest.hexdigest() != stored_hash:
+        raise ConflictError("idempotency key was used with a different request", existing_id=str(job.id))
+    return job
 
 
 def _too_large(limit: int) -> HTTPException:
@@ -159,11 +187,12 @@ class BulkActionController(Controller):
         request_max_body_size=None,
         summary="Import contacts from a streamed CSV or NDJSON upload",
         operation_class=ImportUploadOperation,
-        responses=problem_responses(400, 401, 403, 413, 415, 422, 429, 503),
+        responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
     )
     async def import_upload(
         self,
         request: Request[Any, Any, Any],
+        *,
         principal: NamedDependency[Principal],
         resources: NamedDependency[Resources],
         on_duplicate: Annotated[
@@ -172,10 +201,20 @@ class BulkActionController(Controller):
         scheduled_for: Annotated[
             datetime | None, QueryParameter(description="Start no earlier than this (ISO 8601, future)")
         ] = None,
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                min_length=1,
+                max_length=200,
+                description="The same key, parameters and body within 24 hours answer with the same job.",
+            ),
+        ] = None,
     ) -> Job:
         """Rows are parsed and stored as chunks while they arrive, so the file is never held whole; the job
         exists (and becomes visible) once the upload has ended well. Bad rows do not fail the upload: each
-        becomes that entity's outcome. A malformed file answers 422 and leaves nothing behind."""
+        becomes that entity's outcome. A malformed file answers 422 and leaves nothing behind. A repeated
+        upload with the same Idempotency-Key is read (to compare it) but not stored again."""
         parser = parser_for(request.headers.get("content-type", ""))
         if parser is None:
             raise HTTPException(status_code=415, detail="send Content-Type: text/csv or application/x-ndjson")
@@ -184,14 +223,13 @@ class BulkActionController(Controller):
         if declared.isdigit() and int(declared) > limit:
             raise _too_large(limit)
         spec = BulkActionRequest(action="import", on_duplicate=on_duplicate, scheduled_for=scheduled_for)
-        upload = ImportSession(resources, principal, spec, parser)
-        received = 0
+        if idempotency_key is not None:
+            held = await anyio.to_thread.run_sync(_held_key, resources, principal.account_id, idempotency_key)
+            if held is not None:
+                return await _same_upload_again(request, spec, limit, *held)
+        upload = ImportSession(resources, principal, spec, parser, idempotency_key=idempotency_key)
         try:
-            async for piece in request.stream():
-                received += len(piece)
-                if received > limit:
-                    # Chunked uploads declare no length: refuse when the limit is crossed, keep nothing.
-                    raise _too_large(limit)
+            async for piece in _limited(request, limit):
                 if piece:
                     await anyio.to_thread.run_sync(upload.consume, piece)
             return await anyio.to_thread.run_sync(upload.finish)

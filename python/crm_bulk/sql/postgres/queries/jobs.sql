@@ -16,6 +16,9 @@ SELECT id, request_hash, created_at < now() - interval '24 hours' AS expired
 FROM bulk_actions
 WHERE account_id = %(account_id)s AND idempotency_key = %(idempotency_key)s
 
+-- name: set_request_hash
+UPDATE bulk_actions SET request_hash = %(request_hash)s WHERE id = %(job_id)s
+
 -- name: release_idempotency_key
 -- A key is remembered for 24 hours; after that it may name a new job.
 UPDATE bulk_actions SET idempotency_key = NULL WHERE id = %(job_id)s
