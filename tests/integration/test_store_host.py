@@ -17,6 +17,7 @@ import pytest
 
 from crm_bulk.errors import BackendUnavailableError, CrmBulkError, ValidationError
 from crm_bulk.settings import Settings
+from crm_bulk.store import host as store_host
 from crm_bulk.store.host import RemoteStore, StoreHost
 
 pytestmark = pytest.mark.clickhouse
@@ -83,6 +84,26 @@ def test_a_killed_host_is_started_again_by_the_next_call(host: tuple[StoreHost, 
     remote.check()
     assert running.pid not in (None, first)
     assert remote.count_outcomes(uuid4(), 1) == 0
+
+
+def test_a_host_that_stops_answering_fails_the_call_instead_of_hanging_it(
+    host: tuple[StoreHost, RemoteStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running, remote = host
+    pid = running.pid
+    assert pid is not None
+    monkeypatch.setattr(store_host, "CALL_TIMEOUT_SECONDS", 1.0)
+    remote.check()  # a pooled, authenticated connection: the handshake itself needs a live host
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError, match="did not answer"):
+            remote.check()
+        assert time.monotonic() - started < 10
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    remote.check()
+    assert running.pid == pid
 
 
 def test_stop_ends_the_process_and_calls_then_fail_as_unavailable(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 40.0
 REVIVE_GRACE_SECONDS = 2.0
+CALL_TIMEOUT_SECONDS = 120.0
 # What the API may ask the host to run: the engine-facing primitives of ClickHouseStore, nothing else.
 PRIMITIVES = frozenset({"check", "migrate", "_rows", "_arrow", "_insert_arrow"})
 _PARENT_POLL_SECONDS = 1.0
@@ -183,6 +184,14 @@ class RemoteStore(ClickHouseStore):
             conn = Client(self._host.address, family="AF_UNIX", authkey=self._host.authkey)
         try:
             conn.send((method, args, kwargs))
+            # A stuck engine must not hold the API's request thread forever.
+            if not conn.poll(CALL_TIMEOUT_SECONDS):
+                conn.close()
+                raise BackendUnavailableError(
+                    "clickhouse",
+                    SETTING,
+                    f"the chDB host did not answer {method} in {CALL_TIMEOUT_SECONDS:.0f} s",
+                )
             ok, value = conn.recv()
         except BaseException:
             conn.close()
@@ -264,11 +273,16 @@ def _serve(conn: Connection, store: ClickHouseStore) -> None:
                 conn.send((False, CrmBulkError(f"the chDB host does not run {method!r}")))
                 continue
             try:
-                result = getattr(store, method)(*args, **kwargs)
+                reply: tuple[bool, Any] = (True, getattr(store, method)(*args, **kwargs))
             except CrmBulkError as exc:
-                conn.send((False, exc))
+                reply = (False, exc)
             except Exception as exc:  # a bug in the host: report it to the caller rather than hang it
                 log.exception("chdb host failed running %s", method)
-                conn.send((False, CrmBulkError(f"chDB host failed running {method}: {exc}")))
-            else:
-                conn.send((True, result))
+                reply = (False, CrmBulkError(f"chDB host failed running {method}: {exc}"))
+            try:
+                conn.send(reply)
+            except (OSError, EOFError):
+                return  # the caller went away
+            except Exception as exc:  # the reply would not pickle
+                log.exception("chdb host could not send the result of %s", method)
+                conn.send((False, CrmBulkError(f"chDB host could not send the result of {method}: {exc}")))
