@@ -81,8 +81,9 @@ def _use_system_allocator_for_arrow() -> None:
 def _prepare_clickhouse(resources: Resources) -> None:
     try:
         if resources.store_host is not None:
-            resources.store_host.start()  # it applies the migrations itself, then ships
-        resources.store.migrate()
+            resources.store_host.start()  # the host applies the migrations itself, then ships
+        else:
+            resources.store.migrate()
     except CrmBulkError as exc:
         # The API still serves everything but stats and logs; /readyz reports ClickHouse as down.
         log.warning("clickhouse not ready at startup: %s", exc)

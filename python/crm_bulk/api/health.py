@@ -23,7 +23,7 @@ class HealthBody(msgspec.Struct, frozen=True):
 
 def _clickhouse_status(resources: Resources) -> health.BackendStatus:
     target = health.redact(resources.settings.clickhouse_dsn)
-    kind = "chdb" if target.startswith("chdb://") else "clickhouse"
+    kind = "chdb" if resources.settings.clickhouse_embedded else "clickhouse"
     started = time.perf_counter()
     try:
         resources.store.check()

@@ -29,6 +29,7 @@ from types import FrameType
 from typing import Any
 
 import pyarrow as pa
+from clickhouse_connect.driver.client import Client as ClickHouseClient
 
 from crm_bulk.errors import BackendUnavailableError, CrmBulkError
 from crm_bulk.settings import Settings
@@ -163,19 +164,19 @@ class RemoteStore(ClickHouseStore):
         for conn in idle:
             conn.close()
 
+    def client(self) -> ClickHouseClient:
+        raise CrmBulkError("a RemoteStore runs no engine here; its calls go to the chDB host")
+
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return self._exchange(method, args, kwargs)
-        except (OSError, EOFError) as exc:
-            # The host died or was restarted under us: start it if it is gone and try once more.
-            self.close()
-            if not self._host.revive():
-                raise BackendUnavailableError("clickhouse", SETTING, f"chDB host: {exc}") from exc
-        try:
-            return self._exchange(method, args, kwargs)
-        except (OSError, EOFError) as exc:
-            self.close()
-            raise BackendUnavailableError("clickhouse", SETTING, f"chDB host: {exc}") from exc
+        for attempt in (1, 2):
+            try:
+                return self._exchange(method, args, kwargs)
+            except (OSError, EOFError) as exc:
+                # The host died or was restarted under us: start it if it is gone and try once more.
+                self.close()
+                if attempt == 2 or not self._host.revive():
+                    raise BackendUnavailableError("clickhouse", SETTING, f"chDB host: {exc}") from exc
+        raise AssertionError("unreachable")
 
     def _exchange(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with self._idle_lock:

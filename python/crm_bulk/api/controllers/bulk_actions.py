@@ -139,6 +139,19 @@ def _csv_rows(resources: Resources, account_id: int, job_id: UUID) -> Iterator[b
         yield b"entity_id,email,outcome,code,message,at\n"
 
 
+# Shared by the JSON create and the streamed upload: for an upload, "the request" is its parameters and body.
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="The same key and request (parameters and body) within 24 hours answer with the same "
+        "job; another request under the key answers 409.",
+    ),
+]
+
+
 class BulkActionController(Controller):
     """Bulk jobs of the caller's account; viewers read, editors create and cancel."""
 
@@ -159,15 +172,7 @@ class BulkActionController(Controller):
         data: JSONBody[BulkActionRequest],
         principal: NamedDependency[Principal],
         resources: NamedDependency[Resources],
-        idempotency_key: Annotated[
-            str | None,
-            HeaderParameter(
-                name="Idempotency-Key",
-                min_length=1,
-                max_length=200,
-                description="The same key and body within 24 hours answer with the same job.",
-            ),
-        ] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Job:
         """The job starts `queued` (or `scheduled` until `scheduled_for`); 409 when the idempotency key was
         used with another body."""
@@ -201,15 +206,7 @@ class BulkActionController(Controller):
         scheduled_for: Annotated[
             datetime | None, QueryParameter(description="Start no earlier than this (ISO 8601, future)")
         ] = None,
-        idempotency_key: Annotated[
-            str | None,
-            HeaderParameter(
-                name="Idempotency-Key",
-                min_length=1,
-                max_length=200,
-                description="The same key, parameters and body within 24 hours answer with the same job.",
-            ),
-        ] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Job:
         """Rows are parsed and stored as chunks while they arrive, so the file is never held whole; the job
         exists (and becomes visible) once the upload has ended well. Bad rows do not fail the upload: each
