@@ -45,7 +45,7 @@ from crm_bulk import kernels
 from crm_bulk.actions.specs import BulkActionRequest, Changes, Target
 from crm_bulk.apply.checks import check_records
 from crm_bulk.apply.engine import apply_chunk
-from crm_bulk.apply.payload import import_frame
+from crm_bulk.ledger.payload import import_frame
 from crm_bulk.apply.staging import IMPORT_STAGE_COLUMNS, csv_payload
 from crm_bulk.bench.copy_binary import ColumnKind, encode_copy_binary
 from crm_bulk.bench.datagen import generate_contacts

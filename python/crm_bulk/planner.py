@@ -21,12 +21,12 @@ import numpy as np
 import polars as pl
 from psycopg import sql
 
-from crm_bulk import kernels
+from crm_bulk import kernels, ledger
 from crm_bulk.actions.filters import compile_filter
 from crm_bulk.actions.specs import ImportRecord
-from crm_bulk.apply.payload import IMPORT_TEXT_COLUMNS, REPEAT_OF, encode_ids, encode_records, import_frame
 from crm_bulk.errors import ConflictError, NotFoundError, ValidationError
-from crm_bulk.jobs.repository import Conn
+from crm_bulk.ledger.payload import IMPORT_TEXT_COLUMNS, REPEAT_OF, encode_ids, encode_records, import_frame
+from crm_bulk.postgres import Conn
 from crm_bulk.sqlfiles import query
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,7 @@ def plan_job(conn: Conn, job_id: UUID, *, chunk_size: int = DEFAULT_CHUNK_SIZE) 
         else:
             write = _write_listed_ids if job["target_ids"] else _write_snapshot_ids
             chunks, total = write(conn, job_id, job["account_id"], chunk_size)
-        conn.execute(
-            query("postgres", "planner", "mark_planned"),
-            {"job_id": job_id, "total": total, "chunk_count": chunks},
-        )
+        ledger.mark_planned(conn, job_id, total=total, chunk_count=chunks)
     log.info("planned job %s: %d entities in %d chunks", job_id, total, chunks)
     return chunks
 
@@ -72,7 +69,7 @@ def append_import_chunk(
     seen: kernels.SeenKeys,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> int:
-    """Append a slice of a streamed import (columns of `crm_bulk.apply.payload.IMPORT_SCHEMA`, any subset)
+    """Append a slice of a streamed import (columns of `crm_bulk.ledger.payload.IMPORT_SCHEMA`, any subset)
     as ledger rows of at most `chunk_size` records; return how many chunks this call wrote. `seen` is the
     import's one `SeenKeys`, kept by the caller from slice to slice."""
     _check_chunk_size(chunk_size)
@@ -87,10 +84,7 @@ def append_import_chunk(
         chunks = _write_import_chunks(
             conn, job_id, job["account_id"], records, first_chunk_no=job["chunk_count"], chunk_size=chunk_size
         )
-        conn.execute(
-            query("postgres", "planner", "add_chunks"),
-            {"job_id": job_id, "chunks": chunks, "entities": records.height},
-        )
+        ledger.add_chunks(conn, job_id, chunks=chunks, entities=records.height)
     return chunks
 
 
@@ -112,10 +106,9 @@ def finish_import(conn: Conn, job_id: UUID) -> int:
         job = _lock_job(conn, job_id)
         if job["action"] != "import":
             raise ConflictError(f"job {job_id} is not an import")
-        row = conn.execute(query("postgres", "planner", "finish_import"), {"job_id": job_id}).fetchone()
-    assert row is not None
-    log.info("import %s finished: %d entities in %d chunks", job_id, job["total"], row[0])
-    return int(row[0])
+        chunks = ledger.close_import(conn, job_id)
+    log.info("import %s finished: %d entities in %d chunks", job_id, job["total"], chunks)
+    return chunks
 
 
 def _check_chunk_size(chunk_size: int) -> None:
@@ -139,7 +132,7 @@ def _write_listed_ids(conn: Conn, job_id: UUID, account_id: int, chunk_size: int
     assert row is not None
     ids = np.frombuffer(bytes(row[1]), dtype=">i8").astype(np.int64)
     slices = [ids[start : start + chunk_size] for start in range(0, ids.size, chunk_size)]
-    _insert_chunks(conn, job_id, account_id, 0, [(s.size, encode_ids(s)) for s in slices])
+    ledger.insert_chunks(conn, job_id, account_id, 0, [(s.size, encode_ids(s)) for s in slices])
     return len(slices), int(ids.size)
 
 
@@ -161,7 +154,7 @@ def _write_snapshot_ids(conn: Conn, job_id: UUID, account_id: int, chunk_size: i
         if count == 0:
             break
         ids = np.frombuffer(bytes(row[2]), dtype=">i8").astype(np.int64)
-        _insert_chunks(conn, job_id, account_id, chunk_no, [(count, encode_ids(ids))])
+        ledger.insert_chunks(conn, job_id, account_id, chunk_no, [(count, encode_ids(ids))])
         chunk_no += 1
         total += count
         after_id = int(row[1])
@@ -194,26 +187,7 @@ def _write_import_chunks(
     conn: Conn, job_id: UUID, account_id: int, frame: pl.DataFrame, *, first_chunk_no: int, chunk_size: int
 ) -> int:
     slices = [frame.slice(start, chunk_size) for start in range(0, frame.height, chunk_size)]
-    _insert_chunks(conn, job_id, account_id, first_chunk_no, [(s.height, encode_records(s)) for s in slices])
+    ledger.insert_chunks(
+        conn, job_id, account_id, first_chunk_no, [(s.height, encode_records(s)) for s in slices]
+    )
     return len(slices)
-
-
-def _insert_chunks(
-    conn: Conn, job_id: UUID, account_id: int, first_chunk_no: int, chunks: list[tuple[int, bytes]]
-) -> None:
-    if not chunks:
-        return
-    with conn.cursor() as cur:
-        cur.executemany(
-            query("postgres", "planner", "insert_chunk"),
-            [
-                {
-                    "job_id": job_id,
-                    "chunk_no": first_chunk_no + i,
-                    "account_id": account_id,
-                    "entity_count": count,
-                    "payload": payload,
-                }
-                for i, (count, payload) in enumerate(chunks)
-            ],
-        )

@@ -13,7 +13,7 @@ import psycopg
 
 from crm_bulk.actions.specs import decode_request
 from crm_bulk.apply.engine import apply_chunk
-from crm_bulk.apply.outbox import decode_outcomes
+from crm_bulk.entitylog.outbox import decode_outcomes
 from crm_bulk.jobs.repository import Job, create_job, get_job
 from crm_bulk.planner import plan_job
 

@@ -11,7 +11,7 @@ from psycopg import errors as pg
 
 from crm_bulk.apply.engine import apply_chunk
 from crm_bulk.errors import NotFoundError, PermanentError, RetryableError, ValidationError
-from crm_bulk.store.pg_errors import classify
+from crm_bulk.postgres import classify
 from tests.integration.apply_support import Conn, insert_contacts, new_account, submit
 
 pytestmark = pytest.mark.postgres

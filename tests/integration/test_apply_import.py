@@ -13,8 +13,9 @@ import pytest
 from crm_bulk import kernels
 from crm_bulk.actions.specs import BulkActionRequest
 from crm_bulk.apply.engine import apply_chunk
-from crm_bulk.apply.payload import IMPORT_SCHEMA, REPEAT_OF, decode_payload, write_ipc
+from crm_bulk.ipc import write_ipc
 from crm_bulk.jobs.repository import create_job, get_job
+from crm_bulk.ledger.payload import IMPORT_SCHEMA, REPEAT_OF, decode_payload
 from crm_bulk.planner import append_import_chunk, finish_import
 from tests.integration.apply_support import (
     Conn,

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from crm_bulk.apply.engine import ChunkResult, apply_chunk
-from crm_bulk.apply.outbox import OUTCOME_SCHEMA
+from crm_bulk.entitylog.outbox import OUTCOME_SCHEMA
 from crm_bulk.jobs.repository import get_job
 from tests.integration.apply_support import (
     Conn,

@@ -21,8 +21,8 @@ import pytest
 
 from crm_bulk.actions.specs import Changes
 from crm_bulk.apply.checks import check_changes, check_records
-from crm_bulk.apply.payload import import_frame
 from crm_bulk.apply.staging import stage_ids, stage_import
+from crm_bulk.ledger.payload import import_frame
 from crm_bulk.sqlfiles import query
 from tests.integration.apply_support import Conn, new_account
 

@@ -12,7 +12,7 @@ import pytest
 
 from crm_bulk import kernels
 from crm_bulk.apply.engine import apply_chunk
-from crm_bulk.apply.payload import encode_ids
+from crm_bulk.ledger.payload import encode_ids
 from tests.integration.apply_support import (
     Conn,
     apply_on_own_connection,

@@ -13,9 +13,9 @@ import pytest
 
 from crm_bulk import kernels
 from crm_bulk.actions.specs import BulkActionRequest, decode_request
-from crm_bulk.apply.payload import IMPORT_PAYLOAD_SCHEMA, REPEAT_OF, decode_payload
 from crm_bulk.errors import ConflictError, NotFoundError, ValidationError
 from crm_bulk.jobs.repository import create_job, get_job, list_jobs
+from crm_bulk.ledger.payload import IMPORT_PAYLOAD_SCHEMA, REPEAT_OF, decode_payload
 from crm_bulk.planner import append_import_chunk, finish_import, plan_job
 from tests.integration.apply_support import Conn, insert_contacts, new_account
 

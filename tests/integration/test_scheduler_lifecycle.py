@@ -13,18 +13,18 @@ import pytest
 
 from crm_bulk.actions.specs import BulkActionRequest, Target
 from crm_bulk.apply.engine import apply_chunk
-from crm_bulk.apply.outbox import decode_outcomes
-from crm_bulk.dispatch.ledger import fail_chunk
-from crm_bulk.dispatch.lifecycle import (
+from crm_bulk.dispatch.release import release_chunks
+from crm_bulk.entitylog.outbox import decode_outcomes
+from crm_bulk.errors import ConflictError, NotFoundError
+from crm_bulk.jobs.control import cancel_job
+from crm_bulk.jobs.lifecycle import (
     finish_jobs,
     plan_next_job,
     promote_due_jobs,
     sweep_cancelled_jobs,
 )
-from crm_bulk.dispatch.release import release_chunks
-from crm_bulk.errors import ConflictError, NotFoundError
-from crm_bulk.jobs.control import cancel_job
 from crm_bulk.jobs.repository import create_job, get_job
+from crm_bulk.ledger.terminal import fail_chunk
 from crm_bulk.queue.messages import ChunkMessage
 from tests.integration.pipeline_support import make_account, own_database, seed_contacts
 

@@ -14,9 +14,9 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from crm_bulk.apply.outbox import encode_outcomes, outcome_of
+from crm_bulk.entitylog.events import record_event
+from crm_bulk.entitylog.outbox import encode_outcomes, outcome_of
 from crm_bulk.errors import BackendUnavailableError
-from crm_bulk.events import record_event
 from crm_bulk.settings import Settings
 from crm_bulk.shipper import OUTBOX_SCHEMA, run_shipper, ship_events, ship_outcomes
 from crm_bulk.store.clickhouse import ClickHouseStore, connect

@@ -14,17 +14,17 @@ import psycopg
 import pytest
 
 from crm_bulk.apply import engine
-from crm_bulk.apply.outbox import decode_outcomes
-from crm_bulk.dispatch.lifecycle import finish_jobs, plan_next_job
 from crm_bulk.dispatch.release import release_chunks
+from crm_bulk.entitylog.outbox import decode_outcomes
 from crm_bulk.errors import PermanentError, RetryableError
+from crm_bulk.jobs.lifecycle import finish_jobs, plan_next_job
 from crm_bulk.jobs.repository import get_job
 from crm_bulk.queue.postgres_queue import PostgresQueue
 from crm_bulk.ratelimit import InProcessLimiter
+from crm_bulk.retry import RetryPolicy
 from crm_bulk.worker import chunk_worker
 from crm_bulk.worker.chunk_worker import ChunkWorker
 from crm_bulk.worker.pacing import EntityPacer
-from crm_bulk.worker.retry import RetryPolicy
 from tests.integration.pipeline_support import make_account, own_database, seed_contacts, submit_tagging
 
 pytestmark = pytest.mark.postgres

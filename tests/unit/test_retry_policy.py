@@ -15,8 +15,8 @@ from crm_bulk.errors import (
     RetryableError,
     ValidationError,
 )
+from crm_bulk.retry import RetryPolicy, describe, is_transient
 from crm_bulk.settings import Settings
-from crm_bulk.worker.retry import RetryPolicy, describe, is_transient
 
 
 @pytest.mark.parametrize(

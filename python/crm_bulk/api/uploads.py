@@ -21,8 +21,8 @@ from collections.abc import Iterable
 import msgspec
 import polars as pl
 
-from crm_bulk.apply.payload import IMPORT_SCHEMA, IMPORT_TEXT_COLUMNS, import_frame
 from crm_bulk.errors import ValidationError
+from crm_bulk.ledger.payload import IMPORT_SCHEMA, IMPORT_TEXT_COLUMNS, import_frame
 
 CSV_TYPES = frozenset({"text/csv", "application/csv"})
 NDJSON_TYPES = frozenset(
@@ -98,7 +98,7 @@ class RecordParser(ABC):
 
     @abstractmethod
     def _parse(self, batch: bytes) -> pl.DataFrame:
-        """Whole records as an import frame (`crm_bulk.apply.payload.IMPORT_SCHEMA` columns)."""
+        """Whole records as an import frame (`crm_bulk.ledger.payload.IMPORT_SCHEMA` columns)."""
 
     def _where(self, height_hint: str = "") -> str:
         return f"in the records after row {self.rows}{height_hint}"

@@ -25,7 +25,7 @@ from crm_bulk.actions.specs import (
     TAG_MAX_CHARS,
     Changes,
 )
-from crm_bulk.apply.payload import IMPORT_TEXT_COLUMNS, REPEAT_OF
+from crm_bulk.ledger.payload import IMPORT_TEXT_COLUMNS, REPEAT_OF
 
 PHONE_REGION = "US"
 _OPTIONAL_TEXT = tuple(c for c in IMPORT_TEXT_COLUMNS if c != "email")

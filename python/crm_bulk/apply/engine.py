@@ -22,19 +22,18 @@ import msgspec
 import polars as pl
 import psycopg
 
+from crm_bulk import ledger
 from crm_bulk.actions.specs import ActionParams, params_from_json
 from crm_bulk.apply.checks import check_changes, check_records
-from crm_bulk.apply.outbox import OUTCOME_COLUMNS, encode_outcomes, outcome_counts, outcome_of
-from crm_bulk.apply.payload import REPEAT_OF, decode_payload
 from crm_bulk.apply.staging import copy_out, stage_ids, stage_import
+from crm_bulk.entitylog.outbox import OUTCOME_COLUMNS, encode_outcomes, outcome_counts, outcome_of
 from crm_bulk.errors import CrmBulkError, NotFoundError, PermanentError, RetryableError
-from crm_bulk.jobs.repository import Conn
+from crm_bulk.ledger.payload import REPEAT_OF, decode_payload
+from crm_bulk.postgres import Conn, classify
 from crm_bulk.sqlfiles import query
-from crm_bulk.store.pg_errors import classify
 
 log = logging.getLogger(__name__)
 
-FINAL_STATES = frozenset({"done", "failed", "cancelled"})
 # Re-runs of an email-moving update that lost a race for the email; each loss means another transaction
 # committed it, so the next run sees the owner and reports duplicate_email.
 EMAIL_RACE_ATTEMPTS = 3
@@ -104,39 +103,35 @@ def apply_chunk(
     clock = _Clock()
     try:
         with conn.transaction():
-            row = conn.execute(
-                query("postgres", "apply", "lock_chunk"), {"job_id": job_id, "chunk_no": chunk_no}
-            ).fetchone()
+            chunk = ledger.claim_chunk(conn, job_id, chunk_no)
             clock.lap("lock")
-            if row is None:
+            if chunk is None:
                 raise NotFoundError(f"chunk {chunk_no} of job {job_id} not found")
-            state, payload, account_id, action, params_text = row
-            if state in FINAL_STATES:
-                log.info("job %s chunk %s is %s already; skipped", job_id, chunk_no, state)
+            if chunk.state in ledger.FINAL_CHUNK_STATES:
+                log.info("job %s chunk %s is %s already; skipped", job_id, chunk_no, chunk.state)
                 return ChunkResult(job_id=job_id, chunk_no=chunk_no, state="already_done")
-            entities = decode_payload(bytes(payload))
-            params = params_from_json(params_text)
+            entities = decode_payload(chunk.payload)
+            params = params_from_json(chunk.params_json)
             clock.lap("decode")
-            outcomes = _outcomes(conn, action, params, entities, clock, account_id=account_id, job_id=job_id)
+            outcomes = _outcomes(
+                conn, chunk.action, params, entities, clock, account_id=chunk.account_id, job_id=job_id
+            )
             if outcomes.height != entities.height:
                 raise PermanentError(f"{outcomes.height} outcomes for {entities.height} entities")
             counts = outcome_counts(outcomes)
             outbox = encode_outcomes(outcomes)
             clock.lap("outbox")
             duration_ms = clock.elapsed_ms()
-            conn.execute(
-                query("postgres", "apply", "finish_chunk"),
-                {
-                    "job_id": job_id,
-                    "chunk_no": chunk_no,
-                    "outcomes": outbox,
-                    "attempt": attempt,
-                    "worker": worker,
-                    "duration_ms": duration_ms,
-                    **counts,
-                },
+            ledger.complete_chunk(
+                conn,
+                job_id,
+                chunk_no,
+                outbox=outbox,
+                counts=counts,
+                attempt=attempt,
+                worker=worker,
+                duration_ms=duration_ms,
             )
-            conn.execute(query("postgres", "apply", "add_job_counts"), {"job_id": job_id, **counts})
             clock.lap("ledger")
         clock.lap("commit")
     except CrmBulkError:

@@ -21,7 +21,7 @@ import numpy.typing as npt
 import polars as pl
 from psycopg import sql
 
-from crm_bulk.jobs.repository import Conn
+from crm_bulk.postgres import Conn
 from crm_bulk.sqlfiles import query
 
 _BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"

@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql
 
 from crm_bulk.bench.copy_binary import ColumnKind, encode_copy_binary
+from crm_bulk.postgres import Conn
 from crm_bulk.sqlfiles import query
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,6 @@ IMPORT_COPY_COLUMNS: tuple[tuple[str, ColumnKind], ...] = (
     ("custom_fields", "jsonb"),
 )
 
-Conn = psycopg.Connection[Any]
 StreamWork = Callable[[Conn], int]
 
 

@@ -26,9 +26,9 @@ import psycopg
 
 from crm_bulk.actions.filters import compile_filter
 from crm_bulk.apply.checks import check_records
-from crm_bulk.apply.payload import import_frame
 from crm_bulk.bench import baselines
 from crm_bulk.bench.baselines import BaselineResult, SeedEstimate
+from crm_bulk.ledger.payload import import_frame
 from crm_bulk.sqlfiles import query
 
 ALL_CONTACTS: dict[str, dict[str, Any]] = {"created_at": {"lt": "2100-01-01T00:00:00Z"}}

@@ -22,11 +22,11 @@ from crm_bulk.actions.filters import compile_filter
 from crm_bulk.contacts.models import Contact, ContactInput, ContactPage, ContactPatch
 from crm_bulk.contacts.validation import PreparedContact, prepare_contact
 from crm_bulk.errors import ConflictError, NotFoundError, ValidationError
+from crm_bulk.postgres import Conn
 from crm_bulk.sqlfiles import query
 
 log = logging.getLogger(__name__)
 
-Conn = psycopg.Connection[Any]
 MAX_PAGE = 1000
 # Ids are bigint: anything outside cannot exist, and must not reach PostgreSQL as a numeric.
 MAX_ID = 2**63 - 1

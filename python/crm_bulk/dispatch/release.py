@@ -10,8 +10,7 @@ and no faster than each account's entity rate.
   stay `pending` in the ledger instead of holding worker processes; the workers' token bucket then rarely
   waits, and other accounts' chunks keep flowing.
 
-A chunk is published before it is marked `released`, in the transaction that locks it: a crash in between
-leaves it `pending` and it is published again later (a duplicate the ledger makes harmless), never lost.
+The ledger's state changes (pending → released, republished) are `crm_bulk.ledger.released`'s.
 """
 
 from __future__ import annotations
@@ -22,21 +21,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from crm_bulk.dispatch.ledger import Conn
-from crm_bulk.events import record_event
+from crm_bulk import ledger
+from crm_bulk.entitylog.events import record_event
+from crm_bulk.postgres import Conn
 from crm_bulk.queue.messages import ChunkMessage
 from crm_bulk.queue.protocol import ChunkPublisher
+from crm_bulk.ratelimit.pacing import IN_FLIGHT_SECONDS, PACING_SLACK
 from crm_bulk.sqlfiles import query
 
 log = logging.getLogger(__name__)
 
-# Released-but-unapplied work of one job, in seconds of its account's rate (see `_within_rate_horizon`).
-IN_FLIGHT_SECONDS = 2.0
 # Advisory lock class of "dispatching job X" ("crmd"); the job id hash is the second key.
 DISPATCH_LOCK_CLASS = 0x63726D64
-# How far an account's release schedule may lag behind the clock: enough to absorb a late dispatcher pass
-# without losing rate, little enough that an idle account's first burst stays near half a second's worth.
-PACING_SLACK = timedelta(seconds=0.5)
 
 
 @dataclass
@@ -84,10 +80,7 @@ def release_chunks(
         messages = _interleave(jobs, budget, now, result)
         if messages:
             publisher.publish(messages)
-            conn.execute(
-                query("postgres", "dispatch", "mark_released"),
-                {"job_ids": [UUID(m.job_id) for m in messages], "chunk_nos": [m.chunk_no for m in messages]},
-            )
+            ledger.mark_released(conn, [(UUID(m.job_id), m.chunk_no) for m in messages])
             conn.execute(
                 query("postgres", "dispatch", "store_pacing"),
                 {"account_ids": accounts, "next_release_at": [budget[a] for a in accounts]},
@@ -124,19 +117,15 @@ def _fillable_jobs(conn: Conn, window: int, rotation: int) -> list[_Job]:
         ).fetchone()
         if locked is None or not locked[0]:
             continue
-        row = conn.execute(query("postgres", "dispatch", "chunks_in_flight"), {"job_id": job_id}).fetchone()
-        in_flight, in_flight_entities = (int(row[0]), int(row[1])) if row else (0, 0)
-        room = window - in_flight
+        flight = ledger.in_flight(conn, job_id)
+        room = window - flight.chunks
         if room <= 0:
             continue
-        pending = conn.execute(
-            query("postgres", "dispatch", "pending_chunks"), {"job_id": job_id, "limit": room}
-        ).fetchall()
         picked = _within_rate_horizon(
-            [(int(c), int(n)) for c, n in pending],
+            ledger.lock_pending(conn, job_id, limit=room),
             float(rate),
-            in_flight=in_flight,
-            in_flight_entities=in_flight_entities,
+            in_flight=flight.chunks,
+            in_flight_entities=flight.entities,
         )
         if picked:
             jobs.append(_Job(job_id, int(account_id), float(rate), deque(picked)))
@@ -190,14 +179,17 @@ def _interleave(
 def release_stale_chunks(conn: Conn, publisher: ChunkPublisher, *, older_than_seconds: float) -> int:
     """Publish again chunks released more than `older_than_seconds` ago and still open; return how many."""
     with conn.transaction():
-        rows = conn.execute(
-            query("postgres", "dispatch", "stale_released_chunks"), {"older_than": older_than_seconds}
-        ).fetchall()
+        rows = ledger.republish_stale(conn, older_than_seconds=older_than_seconds)
         if rows:
             publisher.publish(
                 [
-                    ChunkMessage(job_id=str(j), chunk_no=int(c), account_id=int(a), entity_count=int(n))
-                    for j, c, a, n in rows
+                    ChunkMessage(
+                        job_id=str(c.job_id),
+                        chunk_no=c.chunk_no,
+                        account_id=c.account_id,
+                        entity_count=c.entity_count,
+                    )
+                    for c in rows
                 ]
             )
     if rows:

@@ -21,16 +21,16 @@ from uuid import UUID
 import psycopg
 
 from crm_bulk.deployment import database_url as resolved_database_url
-from crm_bulk.dispatch.ledger import Conn
-from crm_bulk.dispatch.lifecycle import (
+from crm_bulk.dispatch.release import release_chunks, release_stale_chunks
+from crm_bulk.errors import CrmBulkError
+from crm_bulk.jobs.lifecycle import (
     finish_jobs,
     plan_next_job,
     promote_due_jobs,
     start_planned_jobs,
     sweep_cancelled_jobs,
 )
-from crm_bulk.dispatch.release import release_chunks, release_stale_chunks
-from crm_bulk.errors import CrmBulkError
+from crm_bulk.postgres import Conn
 from crm_bulk.queue import open_publisher, wait_for_queue
 from crm_bulk.settings import Settings
 

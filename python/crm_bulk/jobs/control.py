@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from uuid import UUID
 
-from crm_bulk.dispatch.ledger import Conn, cancel_open_chunks
+from crm_bulk.entitylog.events import record_event
 from crm_bulk.errors import ConflictError, NotFoundError
-from crm_bulk.events import record_event
 from crm_bulk.jobs.repository import Job, get_job
+from crm_bulk.ledger import cancel_open_chunks
+from crm_bulk.postgres import Conn
 from crm_bulk.sqlfiles import query
 
 log = logging.getLogger(__name__)
@@ -27,11 +28,11 @@ def cancel_job(conn: Conn, account_id: int, job_id: UUID | str) -> Job:
     job = get_job(conn, account_id, job_id)
     with conn.transaction():
         flipped = conn.execute(
-            query("postgres", "dispatch", "cancel_job_status"), {"job_id": job.id, "account_id": account_id}
+            query("postgres", "lifecycle", "cancel_job_status"), {"job_id": job.id, "account_id": account_id}
         ).fetchone()
         if flipped is None:
             row = conn.execute(
-                query("postgres", "dispatch", "job_status"), {"job_id": job.id, "account_id": account_id}
+                query("postgres", "lifecycle", "job_status"), {"job_id": job.id, "account_id": account_id}
             ).fetchone()
             if row is None:
                 raise NotFoundError(f"bulk action {job_id} not found")

@@ -13,10 +13,10 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-import psycopg
 
 from crm_bulk.actions.specs import BulkActionRequest, action_params, spec_json, validate_request
 from crm_bulk.errors import ConflictError, NotFoundError, ValidationError
+from crm_bulk.postgres import Conn
 from crm_bulk.sqlfiles import query
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,6 @@ MAX_PAGE = 200
 # The request hash of a streamed upload until its body has been read whole (replaced in the same
 # transaction, so no committed job keeps it).
 PENDING_REQUEST_HASH = "pending"
-
-Conn = psycopg.Connection[Any]
 
 
 class Job(msgspec.Struct, kw_only=True):

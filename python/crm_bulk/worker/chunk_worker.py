@@ -3,7 +3,7 @@
 - A redelivered chunk whose ledger row is final is acknowledged without pacing or applying.
 - Transient failures are retried per `RetryPolicy` (each attempt noted on the ledger row with a
   `chunk_retried` event); a chunk that exhausts them, or fails permanently, goes to the dead-letter topic and
-  is marked failed with its outcome rows (`crm_bulk.dispatch.ledger.fail_chunk`), then acknowledged.
+  is marked failed with its outcome rows (`crm_bulk.ledger.terminal.fail_chunk`), then acknowledged.
 - Losing Postgres is not an attempt: the worker waits for the database before trying (or recording) anything.
 - On stop (SIGTERM) the chunk being applied finishes and is committed; a chunk still waiting for its pacing
   budget or a retry is left unacknowledged and goes to another worker.
@@ -22,14 +22,13 @@ from uuid import UUID
 import psycopg
 
 from crm_bulk.apply.engine import apply_chunk
-from crm_bulk.dispatch.ledger import FINAL_CHUNK_STATES, fail_chunk, note_retry
+from crm_bulk.entitylog.events import record_event
 from crm_bulk.errors import CrmBulkError, RetryableError
-from crm_bulk.events import record_event
+from crm_bulk.ledger import FINAL_CHUNK_STATES, fail_chunk, look_up_chunk, note_retry
 from crm_bulk.queue.protocol import ChunkConsumer, Delivery
-from crm_bulk.sqlfiles import query
+from crm_bulk.retry import RetryPolicy
 from crm_bulk.worker import metrics
 from crm_bulk.worker.pacing import EntityPacer, PacingInterruptedError
-from crm_bulk.worker.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -268,10 +267,8 @@ class ChunkWorker:
 
     def _lookup(self, job_id: UUID, chunk_no: int) -> tuple[str, float] | None:
         def read(conn: psycopg.Connection[Any]) -> tuple[str, float] | None:
-            row = conn.execute(
-                query("postgres", "dispatch", "chunk_for_worker"), {"job_id": job_id, "chunk_no": chunk_no}
-            ).fetchone()
-            return None if row is None else (str(row[0]), float(row[1]))
+            found = look_up_chunk(conn, job_id, chunk_no)
+            return None if found is None else (found.state, found.entities_per_second)
 
         return self._with_database(read)
 

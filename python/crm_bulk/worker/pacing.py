@@ -2,7 +2,7 @@
 a chunk's entities must fit before it is applied. It delays; it never drops.
 
 The dispatcher already releases an account's chunks on its rate's schedule and keeps at most two seconds of
-the rate in flight (`crm_bulk.dispatch.release`). Queueing jitter delivers those chunks in bunches, so the
+the rate in flight (`crm_bulk.ratelimit.pacing`). Queueing jitter delivers those chunks in bunches, so the
 bucket's burst covers that much (a worker waiting on an on-schedule chunk would block the other accounts'
 chunks behind it); the bucket is the hard cap for whatever bypasses the schedule, such as redeliveries.
 """
@@ -13,9 +13,9 @@ import logging
 import threading
 import time
 
-from crm_bulk.dispatch.release import IN_FLIGHT_SECONDS, PACING_SLACK
 from crm_bulk.errors import BackendUnavailableError
 from crm_bulk.ratelimit import RateLimiter
+from crm_bulk.ratelimit.pacing import IN_FLIGHT_SECONDS, PACING_SLACK
 
 log = logging.getLogger(__name__)
 

@@ -54,9 +54,9 @@ def worker_process_main(settings: Settings, slot: int, burst: bool, database_url
     """Entry point of one worker process (spawned): consume until SIGTERM/SIGINT (or, in burst mode, idle)."""
     from crm_bulk.queue import open_consumer
     from crm_bulk.ratelimit import limiter_from_settings
+    from crm_bulk.retry import RetryPolicy
     from crm_bulk.worker.chunk_worker import ChunkWorker
     from crm_bulk.worker.pacing import EntityPacer
-    from crm_bulk.worker.retry import RetryPolicy
 
     logging.basicConfig(
         level=settings.log_level.upper(),

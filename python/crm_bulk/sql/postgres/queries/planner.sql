@@ -35,20 +35,3 @@ FROM (
     LIMIT %s
 ) AS page
 
--- name: insert_chunk
-INSERT INTO bulk_action_chunks (job_id, chunk_no, account_id, entity_count, payload)
-VALUES (%(job_id)s, %(chunk_no)s, %(account_id)s, %(entity_count)s, %(payload)s)
-
--- name: add_chunks
--- An import slice was appended: the job knows more chunks and entities, but is not planned until finished.
-UPDATE bulk_actions
-SET chunk_count = chunk_count + %(chunks)s, total = total + %(entities)s
-WHERE id = %(job_id)s
-
--- name: mark_planned
-UPDATE bulk_actions
-SET total = %(total)s, chunk_count = %(chunk_count)s, planned = true
-WHERE id = %(job_id)s
-
--- name: finish_import
-UPDATE bulk_actions SET planned = true WHERE id = %(job_id)s RETURNING chunk_count

@@ -10,12 +10,12 @@ import logging
 from dataclasses import dataclass
 from uuid import UUID
 
-from crm_bulk.dispatch.ledger import Conn, cancel_open_chunks
+from crm_bulk.entitylog.events import record_event
 from crm_bulk.errors import PermanentError
-from crm_bulk.events import record_event
+from crm_bulk.ledger import cancel_open_chunks
 from crm_bulk.planner import plan_job
+from crm_bulk.postgres import Conn, classify
 from crm_bulk.sqlfiles import query
-from crm_bulk.store.pg_errors import classify
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class FinishedJob:
 def promote_due_jobs(conn: Conn) -> int:
     """Scheduled jobs whose `scheduled_for` has passed become `queued`; return how many."""
     with conn.transaction():
-        rows = conn.execute(query("postgres", "dispatch", "promote_due_jobs"), {"limit": BATCH}).fetchall()
+        rows = conn.execute(query("postgres", "lifecycle", "promote_due_jobs"), {"limit": BATCH}).fetchall()
     for job_id, _account_id in rows:
         log.info("scheduled job %s is due", job_id)
     return len(rows)
@@ -52,7 +52,7 @@ def plan_next_job(conn: Conn, *, chunk_size: int) -> UUID | None:
     Transient failures propagate and roll back: the job is planned on a later pass.
     """
     with conn.transaction():
-        row = conn.execute(query("postgres", "dispatch", "lock_job_to_plan")).fetchone()
+        row = conn.execute(query("postgres", "lifecycle", "lock_job_to_plan")).fetchone()
         if row is None:
             return None
         job_id: UUID = row[0]
@@ -74,14 +74,14 @@ def plan_next_job(conn: Conn, *, chunk_size: int) -> UUID | None:
 def start_planned_jobs(conn: Conn) -> int:
     """Start queued jobs that are planned already (finished streamed imports); return how many."""
     with conn.transaction():
-        rows = conn.execute(query("postgres", "dispatch", "lock_planned_jobs"), {"limit": BATCH}).fetchall()
+        rows = conn.execute(query("postgres", "lifecycle", "lock_planned_jobs"), {"limit": BATCH}).fetchall()
         for (job_id,) in rows:
             _start(conn, job_id, planned_detail="chunks written by the upload")
     return len(rows)
 
 
 def _start(conn: Conn, job_id: UUID, *, planned_detail: str) -> None:
-    started = conn.execute(query("postgres", "dispatch", "start_job"), {"job_id": job_id}).fetchone()
+    started = conn.execute(query("postgres", "lifecycle", "start_job"), {"job_id": job_id}).fetchone()
     if started is None:
         return
     account_id, total, chunk_count = started
@@ -98,7 +98,7 @@ def _start(conn: Conn, job_id: UUID, *, planned_detail: str) -> None:
 
 def _fail_job(conn: Conn, job_id: UUID, reason: str) -> None:
     row = conn.execute(
-        query("postgres", "dispatch", "fail_job"), {"job_id": job_id, "error": reason}
+        query("postgres", "lifecycle", "fail_job"), {"job_id": job_id, "error": reason}
     ).fetchone()
     if row is not None:
         record_event(conn, job_id=job_id, account_id=row[0], event="finished", detail=f"failed: {reason}")
@@ -108,7 +108,7 @@ def _fail_job(conn: Conn, job_id: UUID, reason: str) -> None:
 def finish_jobs(conn: Conn) -> list[FinishedJob]:
     """End running jobs whose chunks are all terminal, status from the counts; record `finished` events."""
     with conn.transaction():
-        rows = conn.execute(query("postgres", "dispatch", "finish_jobs")).fetchall()
+        rows = conn.execute(query("postgres", "lifecycle", "finish_jobs")).fetchall()
         finished = [FinishedJob(*row) for row in rows]
         for job in finished:
             record_event(
@@ -137,7 +137,7 @@ def finish_jobs(conn: Conn) -> list[FinishedJob]:
 def sweep_cancelled_jobs(conn: Conn) -> int:
     """Cancel still-open chunks of cancelled jobs (planned after the cancel); return chunks cancelled."""
     with conn.transaction():
-        jobs = conn.execute(query("postgres", "dispatch", "cancelled_jobs_with_open_chunks")).fetchall()
+        jobs = conn.execute(query("postgres", "lifecycle", "cancelled_jobs_with_open_chunks")).fetchall()
     total = 0
     for job_id, _account_id in jobs:
         total += cancel_open_chunks(conn, job_id).chunks

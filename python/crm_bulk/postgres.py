@@ -1,4 +1,5 @@
-"""Map psycopg exceptions onto the platform's retryable/permanent split.
+"""PostgreSQL as every layer sees it: the one connection type, and psycopg's exceptions mapped onto the
+platform's retryable/permanent split.
 
 Transient means the same work may succeed if tried again on a healthy connection: the server went away or
 is shutting down, the connection broke, a serialization failure or deadlock rolled the transaction back, a
@@ -8,10 +9,15 @@ bad SQL, data errors) fails the same way every time.
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 from psycopg import errors as pg
 
 from crm_bulk.errors import CrmBulkError, PermanentError, RetryableError
+
+# The connection every repository, ledger step and apply takes (rows as tuples).
+Conn = psycopg.Connection[Any]
 
 # OperationalError covers connection loss, AdminShutdown (57P01), QueryCanceled (57014), LockNotAvailable
 # (55P03), InsufficientResources (53*) and TransactionRollback (40*: SerializationFailure, DeadlockDetected).

@@ -3,7 +3,7 @@
 Id targets (ids, filter, all) carry one `id` int64 column, ascending and duplicate-free; imports carry the
 record columns of `IMPORT_SCHEMA`, one row per input record in input order, plus `repeat_of`: for a record
 whose normalised email an earlier record of the same import holds, that record's number (1-based, counted
-over the whole import), set when the chunk is stored (`crm_bulk.planner`).
+over the whole import), set when the chunk is stored (`crm_bulk.planner.mark_repeats`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import polars as pl
 import pyarrow as pa
 
 from crm_bulk.errors import ValidationError
+from crm_bulk.ipc import read_ipc, write_ipc
 
 ID_SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False)])
 IMPORT_TEXT_COLUMNS: tuple[str, ...] = ("email", "first_name", "last_name", "phone", "company", "job_title")
@@ -23,23 +24,6 @@ IMPORT_SCHEMA = pa.schema(
 )
 REPEAT_OF = "repeat_of"
 IMPORT_PAYLOAD_SCHEMA = IMPORT_SCHEMA.append(pa.field(REPEAT_OF, pa.int64()))
-_WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
-
-
-def write_ipc(table: pa.Table) -> bytes:
-    """One Arrow IPC stream holding `table`, buffers zstd-compressed."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema, options=_WRITE_OPTIONS) as writer:
-        writer.write_table(table)
-    return bytes(sink.getvalue().to_pybytes())
-
-
-def read_ipc(raw: bytes) -> pl.DataFrame:
-    """An Arrow IPC stream as a Polars frame."""
-    table = pa.ipc.open_stream(pa.py_buffer(raw)).read_all()
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
 
 
 def encode_ids(ids: npt.NDArray[np.int64] | pl.Series) -> bytes:

@@ -1,6 +1,8 @@
-"""Ledger changes for chunks that end without being applied: failed (retries exhausted, or a permanent error)
-and cancelled. Each writes the chunk's outbox too — one row per entity (`failed`/`internal` with the reason,
-or `skipped`/`cancelled`) — so the log still holds one final row per entity and the job's counts add up.
+"""Failed, retried and cancelled: ledger changes for chunks that end without being applied (retries
+exhausted, or a permanent error; or their job was cancelled), and the note of a failed attempt.
+
+Each end writes the chunk's outbox too — one row per entity (`failed`/`internal` with the reason, or
+`skipped`/`cancelled`) — so the log still holds one final row per entity and the job's counts add up.
 
 Lock order is the apply engine's: chunk rows first, then the job row.
 """
@@ -9,21 +11,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
-import psycopg
-
-from crm_bulk.apply.outbox import encode_outcomes, uniform_outcomes
-from crm_bulk.events import record_event
+from crm_bulk.entitylog.events import record_event
+from crm_bulk.entitylog.outbox import encode_outcomes, uniform_outcomes
+from crm_bulk.ledger.payload import decode_payload
+from crm_bulk.ledger.states import FINAL_CHUNK_STATES, MAX_REASON
+from crm_bulk.postgres import Conn
 from crm_bulk.sqlfiles import query
 
 log = logging.getLogger(__name__)
-
-Conn = psycopg.Connection[Any]
-FINAL_CHUNK_STATES = frozenset({"done", "failed", "cancelled"})
-# Ledger `error` and outbox messages keep the reason readable, not a whole traceback.
-MAX_REASON = 2000
 
 
 @dataclass(frozen=True)
@@ -41,7 +38,7 @@ def fail_chunk(conn: Conn, job_id: UUID, chunk_no: int, *, reason: str, worker: 
     reason = reason[:MAX_REASON]
     with conn.transaction():
         row = conn.execute(
-            query("postgres", "dispatch", "lock_chunk_state"), {"job_id": job_id, "chunk_no": chunk_no}
+            query("postgres", "ledger", "lock_chunk_state"), {"job_id": job_id, "chunk_no": chunk_no}
         ).fetchone()
         if row is None:
             log.warning("job %s chunk %s to fail does not exist", job_id, chunk_no)
@@ -50,9 +47,9 @@ def fail_chunk(conn: Conn, job_id: UUID, chunk_no: int, *, reason: str, worker: 
         if state in FINAL_CHUNK_STATES:
             log.info("job %s chunk %s is %s already; not failing it", job_id, chunk_no, state)
             return False
-        outcomes = uniform_outcomes(bytes(payload), code="internal", message=reason)
+        outcomes = uniform_outcomes(decode_payload(bytes(payload)), code="internal", message=reason)
         conn.execute(
-            query("postgres", "dispatch", "mark_chunk_failed"),
+            query("postgres", "ledger", "mark_chunk_failed"),
             {
                 "job_id": job_id,
                 "chunk_no": chunk_no,
@@ -64,7 +61,7 @@ def fail_chunk(conn: Conn, job_id: UUID, chunk_no: int, *, reason: str, worker: 
             },
         )
         conn.execute(
-            query("postgres", "dispatch", "add_failed_counts"), {"job_id": job_id, "failed": outcomes.height}
+            query("postgres", "ledger", "add_failed_counts"), {"job_id": job_id, "failed": outcomes.height}
         )
         record_event(
             conn,
@@ -83,7 +80,7 @@ def note_retry(conn: Conn, job_id: UUID, chunk_no: int, *, attempt: int, reason:
     reason = reason[:MAX_REASON]
     with conn.transaction():
         row = conn.execute(
-            query("postgres", "dispatch", "note_chunk_attempt"),
+            query("postgres", "ledger", "note_chunk_attempt"),
             {"job_id": job_id, "chunk_no": chunk_no, "attempts": attempt, "error": reason},
         ).fetchone()
         if row is not None:
@@ -102,24 +99,22 @@ def cancel_open_chunks(conn: Conn, job_id: UUID) -> CancelledChunks:
     in the job's `cancelled` and `chunks_done`, and stamp `finished_at`; one transaction. Chunks being applied
     right now are waited for and then left as they ended."""
     with conn.transaction():
-        rows = conn.execute(
-            query("postgres", "dispatch", "cancel_open_chunks"), {"job_id": job_id}
-        ).fetchall()
+        rows = conn.execute(query("postgres", "ledger", "cancel_open_chunks"), {"job_id": job_id}).fetchall()
         entities = 0
         chunk_nos: list[int] = []
         blobs: list[bytes] = []
         for chunk_no, _entity_count, payload in rows:
-            outcomes = uniform_outcomes(bytes(payload), code="cancelled")
+            outcomes = uniform_outcomes(decode_payload(bytes(payload)), code="cancelled")
             entities += outcomes.height
             chunk_nos.append(chunk_no)
             blobs.append(encode_outcomes(outcomes))
         if chunk_nos:
             conn.execute(
-                query("postgres", "dispatch", "store_terminal_outcomes"),
+                query("postgres", "ledger", "store_terminal_outcomes"),
                 {"job_id": job_id, "chunk_nos": chunk_nos, "outcomes": blobs},
             )
         conn.execute(
-            query("postgres", "dispatch", "add_cancelled_counts"),
+            query("postgres", "ledger", "add_cancelled_counts"),
             {"job_id": job_id, "entities": entities, "chunks": len(chunk_nos)},
         )
     if chunk_nos:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 import pyarrow as pa
 
-from crm_bulk.apply.payload import decode_payload, read_ipc, write_ipc
+from crm_bulk.ipc import read_ipc, write_ipc
 
 OUTCOME_SCHEMA = pa.schema(
     [
@@ -66,12 +66,11 @@ def outcome_counts(frame: pl.DataFrame) -> dict[str, int]:
     return counts
 
 
-def uniform_outcomes(payload: bytes, *, code: str, message: str | None = None) -> pl.DataFrame:
-    """One row per entity of a chunk payload, all with the same code: the outbox of a chunk that never
-    applied (code `cancelled`) or failed as a whole (code `internal`)."""
+def uniform_outcomes(entities: pl.DataFrame, *, code: str, message: str | None = None) -> pl.DataFrame:
+    """One row per entity of a decoded chunk input, all with the same code: the outbox of a chunk that
+    never applied (code `cancelled`) or failed as a whole (code `internal`)."""
     if code not in CODE_OUTCOME:
         raise ValueError(f"unknown outcome code {code!r}")
-    entities = decode_payload(payload)
     n = entities.height
     entity_id = (
         entities.get_column("id") if "id" in entities.columns else pl.Series([None] * n, dtype=pl.Int64)

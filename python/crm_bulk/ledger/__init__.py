@@ -1,0 +1,56 @@
+"""The chunk ledger: one row per chunk of a job (`bulk_action_chunks`), its state and every transition, and
+the job counters each transition moves. Only this package writes chunk states.
+
+| transition   | from → to                  | module            | called by                          |
+|--------------|----------------------------|-------------------|------------------------------------|
+| planned      | - → pending                | `planned`         | the planner, streamed imports      |
+| released     | pending → released         | `released`        | the scheduler's fair release       |
+| republished  | released → released        | `released`        | the scheduler (stale releases)     |
+| claimed      | locked for one transaction | `claimed`         | the apply engine                   |
+| done         | open → done                | `claimed`         | the apply engine                   |
+| retried      | open, attempt noted        | `terminal`        | the worker                         |
+| failed       | open → failed              | `terminal`        | the worker (retries exhausted)     |
+| cancelled    | open → cancelled           | `terminal`        | job cancel, the scheduler's sweep  |
+
+Chunk inputs are Arrow IPC payloads (`payload`); outcomes go to the entity log's outbox in the same
+transaction. Lock order everywhere: chunk rows first, then the job row.
+"""
+
+from crm_bulk.ledger.claimed import ChunkLookup, ClaimedChunk, claim_chunk, complete_chunk, look_up_chunk
+from crm_bulk.ledger.planned import add_chunks, close_import, insert_chunks, mark_planned
+from crm_bulk.ledger.released import (
+    InFlight,
+    OpenChunk,
+    in_flight,
+    lock_pending,
+    mark_released,
+    republish_stale,
+)
+from crm_bulk.ledger.states import CHUNK_STATES, FINAL_CHUNK_STATES, OPEN_CHUNK_STATES, ChunkState
+from crm_bulk.ledger.terminal import CancelledChunks, cancel_open_chunks, fail_chunk, note_retry
+
+__all__ = [
+    "CHUNK_STATES",
+    "FINAL_CHUNK_STATES",
+    "OPEN_CHUNK_STATES",
+    "CancelledChunks",
+    "ChunkLookup",
+    "ChunkState",
+    "ClaimedChunk",
+    "InFlight",
+    "OpenChunk",
+    "add_chunks",
+    "cancel_open_chunks",
+    "claim_chunk",
+    "close_import",
+    "complete_chunk",
+    "fail_chunk",
+    "in_flight",
+    "insert_chunks",
+    "lock_pending",
+    "look_up_chunk",
+    "mark_planned",
+    "mark_released",
+    "note_retry",
+    "republish_stale",
+]
