@@ -52,3 +52,33 @@ def _is_transient(exc: BaseException) -> bool:
         return True
     # A broken connection sometimes surfaces as InterfaceError ("the connection is lost/closed").
     return isinstance(exc, psycopg.InterfaceError) and "connection" in str(exc).lower()
+
+
+class OnDemandConnection:
+    """One autocommit connection, opened when first asked for and again after it broke; long-running loops
+    (the scheduler's, each worker's) hold one so a database restart costs a reconnect, not the process."""
+
+    def __init__(self, url: str, *, connect_timeout: int = 5) -> None:
+        self._url = url
+        self._connect_timeout = connect_timeout
+        self._conn: Conn | None = None
+
+    def get(self) -> Conn:
+        """The open connection, connecting first if there is none or it broke."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
+            self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=self._connect_timeout)
+        return self._conn
+
+    def drop_if_broken(self, *, force: bool = False) -> None:
+        """Close the connection if it broke (or, with `force`, anyway), so the next `get` reconnects."""
+        if self._conn is not None and (force or self._conn.broken or self._conn.closed):
+            self.close()
+
+    def close(self) -> None:
+        """Close the connection, if open."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None

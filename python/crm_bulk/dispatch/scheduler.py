@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -30,8 +29,9 @@ from crm_bulk.jobs.lifecycle import (
     start_planned_jobs,
     sweep_cancelled_jobs,
 )
-from crm_bulk.postgres import Conn
+from crm_bulk.postgres import OnDemandConnection
 from crm_bulk.queue import open_publisher, wait_for_queue
+from crm_bulk.retry import RetryStopped, on_types, until_stopped
 from crm_bulk.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,10 @@ SWEEP_EVERY_SECONDS = 2.0
 STALE_CHECK_EVERY_SECONDS = 60.0
 # A released chunk still open after this long is published again (its message may be gone).
 STALE_AFTER_SECONDS = 900.0
-MAX_BACKOFF_SECONDS = 10.0
+# A failed pass is tried again after 1 s, doubling to 10 s while failures last.
+PASS_RETRY = until_stopped(
+    wait_seconds=1.0, max_wait_seconds=10.0, retry_on=on_types(CrmBulkError, psycopg.Error, OSError)
+)
 
 
 @dataclass
@@ -57,53 +60,35 @@ class SchedulerCounters:
     failures: int = 0
 
 
-class _Connection:
-    """An autocommit connection opened on demand and dropped after a connection-level failure."""
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._conn: psycopg.Connection[Any] | None = None
-
-    def get(self) -> Conn:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self.close()
-            self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
-        return self._conn
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
 def _guarded(
     name: str,
     step: Callable[[], None],
     *,
-    db: _Connection,
+    db: OnDemandConnection,
     counters: SchedulerCounters,
-    streak: list[int],
     stop_event: threading.Event,
-) -> None:
-    """Run one pass; on failure log it, drop a broken connection and back off (never let the loop die)."""
-    try:
-        step()
-        streak[0] = 0
-    except (CrmBulkError, psycopg.Error, OSError) as exc:
-        streak[0] += 1
+) -> bool:
+    """Run one pass under `PASS_RETRY` (never let the loop die of a backend failure): each failure is
+    counted and a broken connection dropped before the next try. False when stopped while backing off."""
+
+    def after_failure(exc: BaseException) -> None:
         counters.failures += 1
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
             db.close()
-        wait = min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** min(streak[0], 5))
-        log.warning("scheduler %s pass failed (retrying in %.1f s): %s", name, wait, exc)
-        stop_event.wait(wait)
+
+    try:
+        PASS_RETRY.call(
+            step, what=f"scheduler {name} pass", stop=stop_event, on_retry=after_failure, logger=log
+        )
+    except RetryStopped:
+        return False
+    return True
 
 
 def _plan_loop(
     settings: Settings, url: str, stop_event: threading.Event, counters: SchedulerCounters
 ) -> None:
-    db = _Connection(url)
-    streak = [0]
+    db = OnDemandConnection(url)
 
     def step() -> None:
         conn = db.get()
@@ -114,7 +99,8 @@ def _plan_loop(
 
     try:
         while not stop_event.is_set():
-            _guarded("planning", step, db=db, counters=counters, streak=streak, stop_event=stop_event)
+            if not _guarded("planning", step, db=db, counters=counters, stop_event=stop_event):
+                break
             stop_event.wait(settings.scheduler_interval_seconds)
     finally:
         db.close()
@@ -135,10 +121,9 @@ def run_scheduler(
         target=_plan_loop, args=(settings, url, stop_event, counters), name="crm-bulk-planner", daemon=True
     )
     planner.start()
-    db = _Connection(url)
+    db = OnDemandConnection(url)
     publisher = open_publisher(settings, database_url=url)
     reported: set[UUID] = set()
-    streak = [0]
     tick = 0
     last_sweep = last_stale = time.monotonic()
 
@@ -168,7 +153,8 @@ def run_scheduler(
     )
     try:
         while not stop_event.is_set():
-            _guarded("dispatch", step, db=db, counters=counters, streak=streak, stop_event=stop_event)
+            if not _guarded("dispatch", step, db=db, counters=counters, stop_event=stop_event):
+                break
             tick += 1
             stop_event.wait(settings.scheduler_interval_seconds)
     finally:

@@ -21,12 +21,13 @@ from uuid import UUID
 
 import psycopg
 
-from crm_bulk.apply.engine import apply_chunk
+from crm_bulk.apply.engine import ChunkResult, apply_chunk
 from crm_bulk.entitylog.events import record_event
 from crm_bulk.errors import CrmBulkError, RetryableError
 from crm_bulk.ledger import FINAL_CHUNK_STATES, fail_chunk, look_up_chunk, note_retry
+from crm_bulk.postgres import OnDemandConnection
 from crm_bulk.queue.protocol import ChunkConsumer, Delivery
-from crm_bulk.retry import RetryPolicy
+from crm_bulk.retry import RetryPolicy, RetryStopped, on_types, until_stopped
 from crm_bulk.worker import metrics
 from crm_bulk.worker.pacing import EntityPacer, PacingInterruptedError
 
@@ -36,7 +37,15 @@ T = TypeVar("T")
 LAG_EVERY_SECONDS = 5.0
 # A worker-side pacing wait this long is worth a `paced` event on the job.
 PACED_EVENT_SECONDS = 1.0
-MAX_RECONNECT_WAIT = 5.0
+# Losing PostgreSQL or the broker is not the chunk's fault: those calls wait until the backend is back or the
+# worker stops, never counting as a chunk attempt.
+RECONNECT_RETRY = until_stopped(
+    wait_seconds=0.25, max_wait_seconds=5.0, retry_on=on_types(psycopg.OperationalError)
+)
+DATABASE_CALL_RETRY = RetryPolicy(
+    attempts=None, wait_seconds=0.5, retry_on=on_types(psycopg.OperationalError, psycopg.InterfaceError)
+)
+BROKER_CALL_RETRY = until_stopped(wait_seconds=0.5, max_wait_seconds=5.0, retry_on=on_types(RetryableError))
 
 
 class WorkerStoppingError(Exception):
@@ -72,14 +81,13 @@ class ChunkWorker:
         poll_timeout: float = 0.5,
     ) -> None:
         self.name = name
-        self._url = database_url
         self._consumer = consumer
         self._pacer = pacer
         self._policy = policy
         self._stop = stop
         self._max_messages = max_messages
         self._poll_timeout = poll_timeout
-        self._conn: psycopg.Connection[Any] | None = None
+        self._db = OnDemandConnection(database_url)
         self.counters = WorkerCounters()
 
     def __repr__(self) -> str:
@@ -110,7 +118,7 @@ class ChunkWorker:
                 self._handle_batch(batch)
                 idle_since = time.monotonic()
         finally:
-            self._close_connection()
+            self._db.close()
         log.info("%s stopped: %s", self.name, self.counters)
         return self.counters
 
@@ -165,44 +173,52 @@ class ChunkWorker:
             metrics.CHUNKS.labels("already_done").inc()
             return "already_done"
         self._pace(job_id, message.account_id, message.chunk_no, message.entity_count, rate)
-        attempt = 1
-        while True:
-            conn = self._connection()
-            started = time.perf_counter()
-            try:
-                result = apply_chunk(conn, job_id, message.chunk_no, worker=self.name, attempt=attempt)
-            except Exception as exc:
-                self._drop_if_broken()
-                decision = self._policy.decide(exc, attempt)
-                if not decision.retry:
-                    return self._give_up(delivery, job_id, attempt, decision.reason)
-                self.counters.retries += 1
-                metrics.RETRIES.inc()
-                log.warning(
-                    "%s: job %s chunk %s attempt %d failed, retrying in %.1f s: %s",
-                    self.name,
-                    job_id,
-                    message.chunk_no,
-                    attempt,
-                    decision.wait,
-                    decision.reason,
-                )
-                self._note_retry(job_id, message.chunk_no, attempt, decision.reason)
-                if self._stop.wait(decision.wait):
-                    raise WorkerStoppingError(f"stopping between attempts of {delivery.describe()}") from exc
-                attempt += 1
-                continue
-            break
+        result = self._apply_with_retries(delivery, job_id)
+        if result is None:
+            return "failed"
         if result.state == "already_done":
             self.counters.already_done += 1
             metrics.CHUNKS.labels("already_done").inc()
             return "already_done"
         self.counters.applied += 1
         metrics.CHUNKS.labels("applied").inc()
-        metrics.CHUNK_SECONDS.observe(time.perf_counter() - started)
+        metrics.CHUNK_SECONDS.observe(result.duration_ms / 1000)
         for outcome in ("succeeded", "failed", "skipped"):
             metrics.ENTITIES.labels(outcome).inc(getattr(result, outcome))
         return "applied"
+
+    def _apply_with_retries(self, delivery: Delivery, job_id: UUID) -> ChunkResult | None:
+        """`apply_chunk` under the retry policy, each failed attempt noted on the ledger; None when the
+        chunk was given up on (dead-lettered and failed). The policy decides per attempt (rather than
+        running the loop itself) because every attempt is recorded with its number."""
+        chunk_no = delivery.message.chunk_no
+        attempt = 1
+        while True:
+            try:
+                return apply_chunk(self._connection(), job_id, chunk_no, worker=self.name, attempt=attempt)
+            except WorkerStoppingError:
+                raise
+            except Exception as exc:
+                self._db.drop_if_broken()
+                decision = self._policy.decide(exc, attempt)
+                if not decision.retry:
+                    self._give_up(delivery, job_id, attempt, decision.reason)
+                    return None
+                self.counters.retries += 1
+                metrics.RETRIES.inc()
+                log.warning(
+                    "%s: job %s chunk %s attempt %d failed, retrying in %.1f s: %s",
+                    self.name,
+                    job_id,
+                    chunk_no,
+                    attempt,
+                    decision.wait,
+                    decision.reason,
+                )
+                self._note_retry(job_id, chunk_no, attempt, decision.reason)
+                if self._stop.wait(decision.wait):
+                    raise WorkerStoppingError(f"stopping between attempts of {delivery.describe()}") from exc
+                attempt += 1
 
     def _pace(self, job_id: UUID, account_id: int, chunk_no: int, entities: int, rate: float) -> None:
         try:
@@ -260,9 +276,9 @@ class ChunkWorker:
     def _note_retry(self, job_id: UUID, chunk_no: int, attempt: int, reason: str) -> None:
         """Best effort: the retry goes ahead even if the note cannot be written (the database may be down)."""
         try:
-            note_retry(self._connection_now(), job_id, chunk_no, attempt=attempt, reason=reason)
+            note_retry(self._db.get(), job_id, chunk_no, attempt=attempt, reason=reason)
         except (psycopg.Error, CrmBulkError) as exc:
-            self._drop_if_broken()
+            self._db.drop_if_broken()
             log.warning("%s: could not note retry of job %s chunk %s: %s", self.name, job_id, chunk_no, exc)
 
     def _lookup(self, job_id: UUID, chunk_no: int) -> tuple[str, float] | None:
@@ -274,57 +290,32 @@ class ChunkWorker:
 
     def _with_database(self, action: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run `action(conn)`, waiting out connection failures (they are not the chunk's fault)."""
-        while True:
-            conn = self._connection()
-            try:
-                return action(conn)
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                self._drop_if_broken(force=True)
-                log.warning("%s: database call failed, waiting for the database: %s", self.name, exc)
-                if self._stop.wait(0.5):
-                    raise WorkerStoppingError("stopping while waiting for the database") from exc
+        try:
+            return DATABASE_CALL_RETRY.call(
+                lambda: action(self._connection()),
+                what=f"{self.name}: database call",
+                stop=self._stop,
+                on_retry=lambda _exc: self._db.drop_if_broken(force=True),
+                logger=log,
+            )
+        except RetryStopped as exc:
+            raise WorkerStoppingError("stopping while waiting for the database") from exc
 
     def _until_done(self, what: str, action: Callable[[], None]) -> None:
         """Repeat `action` until it succeeds (a broker outage delays it), or the worker stops."""
-        delay = 0.5
-        while True:
-            try:
-                action()
-                return
-            except RetryableError as exc:
-                log.warning("%s: %s failed, retrying in %.1f s: %s", self.name, what, delay, exc)
-                if self._stop.wait(delay):
-                    raise WorkerStoppingError(f"stopping before {what} succeeded") from exc
-                delay = min(delay * 2, MAX_RECONNECT_WAIT)
+        try:
+            BROKER_CALL_RETRY.call(action, what=f"{self.name}: {what}", stop=self._stop, logger=log)
+        except RetryStopped as exc:
+            raise WorkerStoppingError(f"stopping before {what} succeeded") from exc
 
     def _connection(self) -> psycopg.Connection[Any]:
         """The connection, reconnecting with backoff until the database answers (or the worker stops)."""
-        delay = 0.25
-        while True:
-            try:
-                return self._connection_now()
-            except psycopg.OperationalError as exc:
-                log.warning("%s: database unavailable, retrying in %.1f s: %s", self.name, delay, exc)
-                if self._stop.wait(delay):
-                    raise WorkerStoppingError("stopping while the database is unavailable") from exc
-                delay = min(delay * 2, MAX_RECONNECT_WAIT)
-
-    def _connection_now(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._close_connection()
-            self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
-        return self._conn
-
-    def _drop_if_broken(self, *, force: bool = False) -> None:
-        if self._conn is not None and (force or self._conn.broken or self._conn.closed):
-            self._close_connection()
-
-    def _close_connection(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
+        try:
+            return RECONNECT_RETRY.call(
+                self._db.get, what=f"{self.name}: connect", stop=self._stop, logger=log
+            )
+        except RetryStopped as exc:
+            raise WorkerStoppingError("stopping while the database is unavailable") from exc
 
     def _report_lag(self) -> None:
         lag = self._consumer.lag()
