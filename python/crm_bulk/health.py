@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import msgspec
@@ -20,14 +19,6 @@ class BackendStatus(msgspec.Struct, frozen=True):
     ok: bool
     latency_ms: float | None = None
     error: str | None = None
-
-
-@dataclass(frozen=True)
-class Probe:
-    """How to reach one backend."""
-
-    kind: str
-    target: str
 
 
 def redact(url: str) -> str:

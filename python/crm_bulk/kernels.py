@@ -19,7 +19,6 @@ validate_custom_fields    0.039   n/a     6.3     Rust: a syntax-only JSON scan 
                                                   Polars' ``json_decode`` needs a schema, reports neither
 validate_lengths          0.027   0.009   0.19    Polars: ``len_chars`` per field wins; the Rust
                                                   version stays as ``validate_lengths_rust``
-missing_required          -       -       -       Polars: a null/blank test is what expressions do best
 ========================  ======  ======  ======  =====================================================
 
 Timings on a shared machine vary by 2-3x between runs; across five runs email stayed 2.0-5.2x faster
@@ -35,7 +34,7 @@ core surfaces as ``RuntimeError``, never as a panic.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import polars as pl
 
@@ -47,7 +46,6 @@ __all__ = [
     "PHONE_CODES",
     "first_occurrence",
     "hash_keys",
-    "missing_required",
     "normalize_emails",
     "normalize_phones",
     "validate_custom_fields",
@@ -181,22 +179,3 @@ def validate_custom_fields(json_texts: pl.Series, *, max_bytes: int = 16384, max
     column = _string_column(json_texts, "json_texts")
     codes = _core.validate_custom_fields(column, max_bytes=max_bytes, max_depth=max_depth)
     return _series(f"{json_texts.name}_code", codes)
-
-
-def missing_required(frame: pl.DataFrame, fields: Iterable[str]) -> pl.Series:
-    """Per row, the first of ``fields`` that is null or blank (white space only), else null.
-
-    Non-string fields count as missing only when null. A Polars expression: see the module docstring.
-    """
-    conditions: list[pl.Expr] = []
-    for name in fields:
-        if name not in frame.columns:
-            raise ValueError(f"missing_required: no column named {name!r}")
-        column = pl.col(name)
-        empty = column.is_null()
-        if frame.schema[name] == pl.String:
-            empty = empty | (column.str.strip_chars().str.len_bytes() == 0)
-        conditions.append(pl.when(empty).then(pl.lit(name)))
-    if not conditions:
-        return pl.Series("missing_field", [None] * frame.height, dtype=pl.String)
-    return frame.select(pl.coalesce(conditions).alias("missing_field")).to_series()

@@ -155,20 +155,6 @@ def test_validate_custom_fields_limits_are_keywords() -> None:
         kernels.validate_custom_fields(texts, max_depth=-1)
 
 
-def test_missing_required_is_first_blank_or_null() -> None:
-    frame = pl.DataFrame(
-        {"email": ["a@b.co", " ", None, "x"], "company": [None, "c", "c", "c"], "n": [1, 2, 3, None]}
-    )
-    assert kernels.missing_required(frame, ["email", "company", "n"]).to_list() == [
-        "company",
-        "email",
-        "email",
-        "n",
-    ]
-    with pytest.raises(ValueError, match="nope"):
-        kernels.missing_required(frame, ["nope"])
-
-
 @pytest.mark.parametrize(
     "call",
     [

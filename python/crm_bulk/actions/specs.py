@@ -20,7 +20,6 @@ from crm_bulk.errors import ValidationError
 Action = Literal["update", "delete", "add_tags", "remove_tags", "import"]
 OnDuplicate = Literal["skip", "update"]
 
-ACTIONS: tuple[str, ...] = ("update", "delete", "add_tags", "remove_tags", "import")
 # Contact columns a request may write as plain values (tags and custom_fields have their own operations).
 SETTABLE_FIELDS: tuple[str, ...] = ("email", "first_name", "last_name", "phone", "company", "job_title")
 NULLABLE_FIELDS: tuple[str, ...] = ("first_name", "last_name", "phone", "company", "job_title")
