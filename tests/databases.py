@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import psycopg
 
+from crm_bulk.postgres import Conn
 from crm_bulk.store.migrate import migrate
 
 
@@ -24,3 +25,14 @@ def own_database(pg_server_url: str, *, prefix: str = "crm_bulk_test") -> Iterat
     finally:
         with psycopg.connect(pg_server_url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@contextmanager
+def quiet_connection(url: str) -> Iterator[Conn]:
+    """An autocommit connection to `url` with the open jobs of earlier tests set aside (failed), so a
+    scheduler or worker under test sees only the test's own jobs."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(
+            "UPDATE bulk_actions SET status = 'failed' WHERE status IN ('scheduled', 'queued', 'running')"
+        )
+        yield connection

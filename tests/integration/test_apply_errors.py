@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -15,12 +14,6 @@ from crm_bulk.postgres import classify
 from tests.integration.apply_support import Conn, insert_contacts, new_account, submit
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def conn(database_url: str) -> Iterator[Conn]:
-    with psycopg.connect(database_url, autocommit=True) as connection:
-        yield connection
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from psycopg import sql
 
@@ -25,12 +23,6 @@ HOSTILE = [
     "O'Brien \\ back\\slash",
     "%s %(x)s {} $1",
 ]
-
-
-@pytest.fixture
-def conn(database_url: str) -> Iterator[Conn]:
-    with psycopg.connect(database_url, autocommit=True) as connection:
-        yield connection
 
 
 def _matching(conn: Conn, account: int, filter_: dict[str, Any]) -> list[int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from uuid import UUID
 
 import polars as pl
@@ -34,12 +33,6 @@ from tests.integration.apply_support import (
 pytestmark = pytest.mark.postgres
 # The phone kernel's own reason for "12" (which of its codes it picks is the kernel's business).
 PHONE_REASON = kernels.normalize_phones(pl.Series(["12"]))[1][0]
-
-
-@pytest.fixture
-def conn(database_url: str) -> Iterator[Conn]:
-    with psycopg.connect(database_url, autocommit=True) as connection:
-        yield connection
 
 
 def _import(records: list[dict[str, object]], on_duplicate: str = "skip") -> dict[str, object]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -25,12 +24,6 @@ from tests.integration.apply_support import (
 )
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def conn(database_url: str) -> Iterator[Conn]:
-    with psycopg.connect(database_url, autocommit=True) as connection:
-        yield connection
 
 
 def _snapshot(conn: Conn, account: int) -> list[tuple[Any, ...]]:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import psycopg
 import pytest
 
 from tests.integration.apply_support import (
@@ -18,12 +15,6 @@ from tests.integration.apply_support import (
 )
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def conn(database_url: str) -> Iterator[Conn]:
-    with psycopg.connect(database_url, autocommit=True) as connection:
-        yield connection
 
 
 def test_delete_is_soft_and_frees_the_email(conn: Conn) -> None:

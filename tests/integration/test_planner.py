@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -20,12 +19,6 @@ from crm_bulk.planner import append_import_chunk, finish_import, plan_job
 from tests.integration.apply_support import Conn, insert_contacts, new_account
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def conn(database_url: str) -> Iterator[Conn]:
-    with psycopg.connect(database_url, autocommit=True) as connection:
-        yield connection
 
 
 def _request(body: dict[str, object]) -> BulkActionRequest:

@@ -26,6 +26,7 @@ from crm_bulk.jobs.lifecycle import (
 from crm_bulk.jobs.repository import create_job, get_job
 from crm_bulk.ledger.terminal import fail_chunk
 from crm_bulk.queue.messages import ChunkMessage
+from tests.databases import quiet_connection
 from tests.integration.pipeline_support import make_account, own_database, seed_contacts
 
 pytestmark = pytest.mark.postgres
@@ -70,10 +71,7 @@ def life_db(pg_server_url: str) -> Iterator[str]:
 @pytest.fixture
 def conn(life_db: str) -> Iterator[Conn]:
     """An autocommit connection, as the scheduler uses; running jobs of earlier tests are set aside."""
-    with psycopg.connect(life_db, autocommit=True) as c:
-        c.execute(
-            "UPDATE bulk_actions SET status = 'failed' WHERE status IN ('scheduled', 'queued', 'running')"
-        )
+    with quiet_connection(life_db) as c:
         yield c
 
 

@@ -25,6 +25,7 @@ from crm_bulk.retry import RetryPolicy
 from crm_bulk.worker import chunk_worker
 from crm_bulk.worker.chunk_worker import ChunkWorker
 from crm_bulk.worker.pacing import EntityPacer
+from tests.databases import quiet_connection
 from tests.integration.pipeline_support import make_account, own_database, seed_contacts, submit_tagging
 
 pytestmark = pytest.mark.postgres
@@ -41,10 +42,7 @@ def retry_db(pg_server_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def conn(retry_db: str) -> Iterator[Conn]:
-    with psycopg.connect(retry_db, autocommit=True) as c:
-        c.execute(
-            "UPDATE bulk_actions SET status = 'failed' WHERE status IN ('scheduled', 'queued', 'running')"
-        )
+    with quiet_connection(retry_db) as c:
         yield c
 
 
