@@ -169,6 +169,11 @@ class Settings:
 
     def validate(self) -> None:
         """Check URL shapes and ranges; the first problem raises `ConfigError`."""
+        self._validate_urls()
+        self._validate_jwt()
+        self._validate_ranges()
+
+    def _validate_urls(self) -> None:
         if self.database_url is not None:
             _check_url("database_url", self.database_url, {"postgresql", "postgres"})
         if self.queue_url is not None and self.queue_url != "postgres":
@@ -183,6 +188,8 @@ class Settings:
             _check_url("clickhouse_url", self.clickhouse_url, {"chdb", "http", "https"})
         if self.redis_url is not None:
             _check_url("redis_url", self.redis_url, {"redis", "rediss", "unix"})
+
+    def _validate_jwt(self) -> None:
         if self.jwt_algorithm not in JWT_ALGORITHMS:
             raise ConfigError(env_name("jwt_algorithm"), f"expected one of {', '.join(JWT_ALGORITHMS)}")
         if self.jwt_symmetric:
@@ -192,6 +199,8 @@ class Settings:
             raise ConfigError(env_name("jwt_private_key_file"), f"required with {self.jwt_algorithm}")
         if self.jwt_secret is not None and len(self.jwt_secret) < 32:
             raise ConfigError(env_name("jwt_secret"), "must be at least 32 characters")
+
+    def _validate_ranges(self) -> None:
         for name in (
             "worker_processes",
             "chunk_size",

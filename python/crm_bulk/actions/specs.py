@@ -200,6 +200,11 @@ def _validate_changes(changes: Changes | None) -> None:
         changes.set or changes.unset or changes.custom_fields or changes.remove_custom_fields
     ):
         raise ValidationError("an update needs at least one change", field="changes", code="missing")
+    _validate_set_and_unset(changes)
+    _validate_custom_field_changes(changes)
+
+
+def _validate_set_and_unset(changes: Changes) -> None:
     for name in changes.set:
         if name not in SETTABLE_FIELDS:
             raise ValidationError(
@@ -212,6 +217,9 @@ def _validate_changes(changes: Changes | None) -> None:
             raise ValidationError(f"{name!r} cannot be unset", field="changes.unset", code="unknown_field")
         if name in changes.set:
             raise ValidationError(f"{name!r} is both set and unset", field="changes.unset", code="conflict")
+
+
+def _validate_custom_field_changes(changes: Changes) -> None:
     keys = changes.remove_custom_fields
     if len(changes.custom_fields) > MAX_CUSTOM_FIELD_KEYS or len(keys) > MAX_CUSTOM_FIELD_KEYS:
         raise ValidationError("too many custom field keys", field="changes.custom_fields", code="too_many")

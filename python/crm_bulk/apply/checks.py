@@ -64,20 +64,13 @@ def check_records(frame: pl.DataFrame) -> pl.DataFrame:
     tags_too_long = (pl.col("tags").list.len() > MAX_TAGS) | (
         pl.col("tags").list.eval(pl.element().str.len_chars()).list.max() > TAG_MAX_CHARS
     )
-    nul_field = pl.coalesce(
-        *[pl.when(pl.col(c).str.contains(_NUL, literal=True)).then(pl.lit(c)) for c in _OPTIONAL_TEXT],
-        pl.when(pl.col("tags").list.eval(pl.element().str.contains(_NUL, literal=True)).list.any()).then(
-            pl.lit("tags")
-        ),
-        pl.when(pl.col("custom_fields").str.contains(_JSON_NUL)).then(pl.lit("custom_fields")),
-    )
     # (code, message) of each check, in the order they win.
     failures = [
         ("invalid_email", pl.lit(email_code.cast(pl.Utf8))),
         ("invalid_phone", pl.lit(phone_code.cast(pl.Utf8))),
         ("too_long", pl.lit(too_long.cast(pl.Utf8))),
         ("too_long", pl.when(tags_too_long.fill_null(False)).then(pl.lit("tags"))),
-        ("invalid_field", nul_field),
+        ("invalid_field", _nul_field()),
         ("invalid_field", pl.concat_str(pl.lit("custom_fields: "), pl.lit(custom_code.cast(pl.Utf8)))),
     ]
     records = records.with_columns(
@@ -87,6 +80,17 @@ def check_records(frame: pl.DataFrame) -> pl.DataFrame:
         message=pl.coalesce(*[message for _, message in failures]),
     )
     return _mark_repeats(records)
+
+
+def _nul_field() -> pl.Expr:
+    """The first field of a record holding a NUL character (which PostgreSQL cannot store), else null."""
+    return pl.coalesce(
+        *[pl.when(pl.col(c).str.contains(_NUL, literal=True)).then(pl.lit(c)) for c in _OPTIONAL_TEXT],
+        pl.when(pl.col("tags").list.eval(pl.element().str.contains(_NUL, literal=True)).list.any()).then(
+            pl.lit("tags")
+        ),
+        pl.when(pl.col("custom_fields").str.contains(_JSON_NUL)).then(pl.lit("custom_fields")),
+    )
 
 
 def _mark_repeats(records: pl.DataFrame) -> pl.DataFrame:

@@ -24,7 +24,7 @@ import psycopg
 
 from crm_bulk import ledger
 from crm_bulk.actions.specs import ActionParams, params_from_json
-from crm_bulk.apply.checks import check_changes, check_records
+from crm_bulk.apply.checks import ChangeCheck, check_changes, check_records
 from crm_bulk.apply.staging import copy_out, stage_ids, stage_import
 from crm_bulk.entitylog.outbox import OUTCOME_COLUMNS, encode_outcomes, outcome_counts, outcome_of
 from crm_bulk.errors import CrmBulkError, NotFoundError, PermanentError, RetryableError
@@ -103,59 +103,71 @@ def apply_chunk(
     clock = _Clock()
     try:
         with conn.transaction():
-            chunk = ledger.claim_chunk(conn, job_id, chunk_no)
-            clock.lap("lock")
-            if chunk is None:
-                raise NotFoundError(f"chunk {chunk_no} of job {job_id} not found")
-            if chunk.state in ledger.FINAL_CHUNK_STATES:
-                log.info("job %s chunk %s is %s already; skipped", job_id, chunk_no, chunk.state)
-                return ChunkResult(job_id=job_id, chunk_no=chunk_no, state="already_done")
-            entities = decode_payload(chunk.payload)
-            params = params_from_json(chunk.params_json)
-            clock.lap("decode")
-            outcomes = _outcomes(
-                conn, chunk.action, params, entities, clock, account_id=chunk.account_id, job_id=job_id
-            )
-            if outcomes.height != entities.height:
-                raise PermanentError(f"{outcomes.height} outcomes for {entities.height} entities")
-            counts = outcome_counts(outcomes)
-            outbox = encode_outcomes(outcomes)
-            clock.lap("outbox")
-            duration_ms = clock.elapsed_ms()
-            ledger.complete_chunk(
-                conn,
-                job_id,
-                chunk_no,
-                outbox=outbox,
-                counts=counts,
-                attempt=attempt,
-                worker=worker,
-                duration_ms=duration_ms,
-            )
-            clock.lap("ledger")
+            result = _apply_claimed(conn, job_id, chunk_no, clock, worker=worker, attempt=attempt)
         clock.lap("commit")
     except CrmBulkError:
         raise
     except Exception as exc:
         raise classify(exc) from exc
-    log.info(
-        "job %s chunk %s applied by %s: %d succeeded, %d failed, %d skipped in %d ms",
+    if result.state == "applied":
+        log.info(
+            "job %s chunk %s applied by %s: %d succeeded, %d failed, %d skipped in %d ms",
+            job_id,
+            chunk_no,
+            worker or "-",
+            result.succeeded,
+            result.failed,
+            result.skipped,
+            result.duration_ms,
+        )
+        # The reported duration includes the commit; the ledger's is taken just before it.
+        return msgspec.structs.replace(result, duration_ms=clock.elapsed_ms(), phase_ms=clock.phases)
+    return result
+
+
+def _apply_claimed(
+    conn: Conn, job_id: UUID, chunk_no: int, clock: _Clock, *, worker: str, attempt: int
+) -> ChunkResult:
+    """Inside the chunk's transaction: claim it, apply it, record it done (or find it final already)."""
+    chunk = ledger.claim_chunk(conn, job_id, chunk_no)
+    clock.lap("lock")
+    if chunk is None:
+        raise NotFoundError(f"chunk {chunk_no} of job {job_id} not found")
+    if chunk.state in ledger.FINAL_CHUNK_STATES:
+        log.info("job %s chunk %s is %s already; skipped", job_id, chunk_no, chunk.state)
+        return ChunkResult(job_id=job_id, chunk_no=chunk_no, state="already_done")
+    entities = decode_payload(chunk.payload)
+    params = params_from_json(chunk.params_json)
+    clock.lap("decode")
+    outcomes = _outcomes(
+        conn, chunk.action, params, entities, clock, account_id=chunk.account_id, job_id=job_id
+    )
+    if outcomes.height != entities.height:
+        raise PermanentError(f"{outcomes.height} outcomes for {entities.height} entities")
+    counts = outcome_counts(outcomes)
+    outbox = encode_outcomes(outcomes)
+    clock.lap("outbox")
+    duration_ms = clock.elapsed_ms()
+    ledger.complete_chunk(
+        conn,
         job_id,
         chunk_no,
-        worker or "-",
-        counts["succeeded"],
-        counts["failed"],
-        counts["skipped"],
-        duration_ms,
+        outbox=outbox,
+        counts=counts,
+        attempt=attempt,
+        worker=worker,
+        duration_ms=duration_ms,
     )
+    clock.lap("ledger")
     return ChunkResult(
         job_id=job_id,
         chunk_no=chunk_no,
         state="applied",
         entity_count=entities.height,
-        duration_ms=clock.elapsed_ms(),
-        phase_ms=clock.phases,
-        **counts,
+        succeeded=counts["succeeded"],
+        failed=counts["failed"],
+        skipped=counts["skipped"],
+        duration_ms=duration_ms,
     )
 
 
@@ -189,28 +201,19 @@ def _apply_to_ids(
         pl.int_range(pl.len(), dtype=pl.Int32).alias("row_no"),
         pl.col("id").cast(pl.Int64).alias("entity_id"),
     ).with_columns(first=pl.col("entity_id").is_first_distinct())
-    statement_params: dict[str, object] = {"account_id": account_id}
-    if action == "update":
-        if params.changes is None:
-            raise PermanentError("update job without changes")
-        check = check_changes(params.changes)
-        if check.code is not None:
-            # The request's values are invalid for every contact alike.
-            return _finish(
-                targets.with_columns(
-                    email=pl.lit(None, dtype=pl.Utf8),
-                    code=pl.when(pl.col("first"))
-                    .then(pl.lit(check.code))
-                    .otherwise(pl.lit("duplicate_in_input")),
-                    message=pl.when(pl.col("first")).then(pl.lit(check.message)),
-                    mask=pl.lit(0, dtype=pl.Int32),
-                )
+    statement_params, invalid = _id_statement_params(action, params, account_id=account_id)
+    if invalid is not None:
+        # The request's values are invalid for every contact alike.
+        return _finish(
+            targets.with_columns(
+                email=pl.lit(None, dtype=pl.Utf8),
+                code=pl.when(pl.col("first"))
+                .then(pl.lit(invalid.code))
+                .otherwise(pl.lit("duplicate_in_input")),
+                message=pl.when(pl.col("first")).then(pl.lit(invalid.message)),
+                mask=pl.lit(0, dtype=pl.Int32),
             )
-        statement_params.update(check.params)
-    elif action in ("add_tags", "remove_tags"):
-        statement_params["tags"] = params.tags or []
-    elif action != "delete":
-        raise PermanentError(f"unknown action {action!r}")
+        )
     unique_ids = targets.filter(pl.col("first")).get_column("entity_id").to_numpy()
     clock.lap("checks")
     result = pl.DataFrame(schema=_ID_RESULT)
@@ -233,6 +236,25 @@ def _apply_to_ids(
     )
     clock.lap("outcomes")
     return frame
+
+
+def _id_statement_params(
+    action: str, params: ActionParams, *, account_id: int
+) -> tuple[dict[str, object], ChangeCheck | None]:
+    """The id statement's parameters, or the failed check that makes every entity fail alike."""
+    statement_params: dict[str, object] = {"account_id": account_id}
+    if action == "update":
+        if params.changes is None:
+            raise PermanentError("update job without changes")
+        check = check_changes(params.changes)
+        if check.code is not None:
+            return statement_params, check
+        statement_params.update(check.params)
+    elif action in ("add_tags", "remove_tags"):
+        statement_params["tags"] = params.tags or []
+    elif action != "delete":
+        raise PermanentError(f"unknown action {action!r}")
+    return statement_params, None
 
 
 def _run_id_statement(conn: Conn, action: str, statement_params: dict[str, object]) -> pl.DataFrame:
