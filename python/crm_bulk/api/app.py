@@ -20,7 +20,7 @@ from litestar.openapi.plugins import (
 )
 from litestar.openapi.spec import Components, SecurityScheme, Tag
 
-from crm_bulk.api import health, observability, problems, ratelimiting, security
+from crm_bulk.api import dependencies, health, observability, problems, ratelimiting, security
 from crm_bulk.api.controllers.accounts import AccountController
 from crm_bulk.api.controllers.auth import AuthController
 from crm_bulk.api.controllers.bulk_actions import BulkActionController
@@ -114,8 +114,9 @@ def create_app(settings: Settings, *, database_url: str | None = None) -> Litest
             BulkActionController,
         ],
         dependencies={
-            "resources": Provide(security.provide_resources, sync_to_thread=False),
+            "resources": Provide(dependencies.provide_resources, sync_to_thread=False),
             "principal": Provide(security.provide_principal, sync_to_thread=False),
+            "conn": Provide(dependencies.provide_connection),
         },
         middleware=[
             observability.RequestTimingMiddleware(),

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -20,6 +20,9 @@ from crm_bulk.store.clickhouse import ClickHouseStore
 from crm_bulk.store.host import RemoteStore, StoreHost
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # Request handlers run in worker threads (anyio's default limit is 40); beyond this many connections they
 # queue for one instead of piling onto PostgreSQL.
@@ -89,6 +92,15 @@ class Resources:
                 yield conn
             finally:
                 conn.autocommit = False
+
+    def in_transaction(
+        self, work: Callable[Concatenate[psycopg.Connection[Any], P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`work(conn, *args, **kwargs)` on a pooled connection in one transaction, the connection given back
+        as soon as `work` returns: for callers that go on to slower work (ClickHouse, an upload's body, the
+        login throttle) and must not hold one meanwhile. Blocks: call it from a worker thread."""
+        with self.connection() as conn:
+            return work(conn, *args, **kwargs)
 
     def close(self) -> None:
         """Release every client."""

@@ -7,7 +7,6 @@ from typing import Any
 import anyio.to_thread
 from litestar import Request
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
@@ -23,8 +22,9 @@ PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics$", "^/schema", "^/auth/"]
 
 
 def _principal_of(resources: Resources, claims: Claims) -> Principal:
-    with resources.connection() as conn:
-        return accounts.load_principal(conn, user_id=claims.user_id, account_id=claims.account_id)
+    return resources.in_transaction(
+        accounts.load_principal, user_id=claims.user_id, account_id=claims.account_id
+    )
 
 
 class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
@@ -58,12 +58,6 @@ def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     if not isinstance(principal, Principal):
         raise NotAuthorizedException(headers={"WWW-Authenticate": "Bearer"})
     return principal
-
-
-def provide_resources(state: State) -> Resources:
-    """The dependency handlers declare as `resources: Resources`."""
-    resources: Resources = state.resources
-    return resources
 
 
 def requires(role: Role) -> Any:

@@ -11,8 +11,8 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
 
 from crm_bulk.api.controllers.auth import Email
+from crm_bulk.api.dependencies import Connection
 from crm_bulk.api.problems import AUTHENTICATED, problem_responses
-from crm_bulk.api.resources import Resources
 from crm_bulk.api.security import admin, viewer
 from crm_bulk.auth import accounts
 from crm_bulk.auth.accounts import Principal
@@ -100,11 +100,10 @@ class AccountController(Controller):
         responses=problem_responses(*AUTHENTICATED),
     )
     def get_account(
-        self, principal: NamedDependency[Principal], resources: NamedDependency[Resources]
+        self, principal: NamedDependency[Principal], conn: NamedDependency[Connection]
     ) -> AccountResponse:
         """Any member."""
-        with resources.connection() as conn:
-            account = accounts.get_account(conn, principal.account_id)
+        account = accounts.get_account(conn, principal.account_id)
         return _account_body(account, principal.role)
 
     @patch(
@@ -118,16 +117,15 @@ class AccountController(Controller):
         self,
         data: JSONBody[LimitsUpdate],
         principal: NamedDependency[Principal],
-        resources: NamedDependency[Resources],
+        conn: NamedDependency[Connection],
     ) -> AccountResponse:
         """Takes effect on the next request (API) and the next chunk (workers)."""
-        with resources.connection() as conn:
-            account = accounts.update_limits(
-                conn,
-                principal.account_id,
-                api_requests_per_minute=data.api_requests_per_minute,
-                entities_per_second=data.entities_per_second,
-            )
+        account = accounts.update_limits(
+            conn,
+            principal.account_id,
+            api_requests_per_minute=data.api_requests_per_minute,
+            entities_per_second=data.entities_per_second,
+        )
         return _account_body(account, principal.role)
 
     @get(
@@ -138,11 +136,10 @@ class AccountController(Controller):
         responses=problem_responses(*AUTHENTICATED, 403),
     )
     def list_members(
-        self, principal: NamedDependency[Principal], resources: NamedDependency[Resources]
+        self, principal: NamedDependency[Principal], conn: NamedDependency[Connection]
     ) -> list[MemberResponse]:
         """Every member, by user id."""
-        with resources.connection() as conn:
-            return [_member_body(m) for m in accounts.list_members(conn, principal.account_id)]
+        return [_member_body(m) for m in accounts.list_members(conn, principal.account_id)]
 
     @post(
         "/members",
@@ -156,14 +153,13 @@ class AccountController(Controller):
         self,
         data: JSONBody[MemberCreate],
         principal: NamedDependency[Principal],
-        resources: NamedDependency[Resources],
+        conn: NamedDependency[Connection],
     ) -> MemberResponse:
         """A new user who logs in with this email and password; 409 when the email is taken."""
         email = accounts.normalize_login_email(data.email)
-        with resources.connection() as conn:
-            member = accounts.add_member(
-                conn, principal.account_id, email=email, password=data.password, role=data.role
-            )
+        member = accounts.add_member(
+            conn, principal.account_id, email=email, password=data.password, role=data.role
+        )
         return _member_body(member)
 
     @patch(
@@ -178,11 +174,10 @@ class AccountController(Controller):
         user_id: UserId,
         data: JSONBody[MemberUpdate],
         principal: NamedDependency[Principal],
-        resources: NamedDependency[Resources],
+        conn: NamedDependency[Connection],
     ) -> MemberResponse:
         """409 when it would leave the account without an admin."""
-        with resources.connection() as conn:
-            member = accounts.change_member_role(conn, principal.account_id, user_id, data.role)
+        member = accounts.change_member_role(conn, principal.account_id, user_id, data.role)
         return _member_body(member)
 
     @delete(
@@ -193,8 +188,7 @@ class AccountController(Controller):
         responses=problem_responses(*AUTHENTICATED, 403, 404, 409),
     )
     def remove_member(
-        self, user_id: UserId, principal: NamedDependency[Principal], resources: NamedDependency[Resources]
+        self, user_id: UserId, principal: NamedDependency[Principal], conn: NamedDependency[Connection]
     ) -> None:
         """The member's login goes too; 409 for the account's last admin."""
-        with resources.connection() as conn:
-            accounts.remove_member(conn, principal.account_id, user_id)
+        accounts.remove_member(conn, principal.account_id, user_id)

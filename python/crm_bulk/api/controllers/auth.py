@@ -12,6 +12,7 @@ from litestar.exceptions import TooManyRequestsException
 from litestar.params import JSONBody
 
 from crm_bulk import metrics
+from crm_bulk.api.dependencies import Connection
 from crm_bulk.api.problems import problem_responses
 from crm_bulk.api.ratelimiting import rate_limit_headers
 from crm_bulk.api.resources import Resources
@@ -80,7 +81,7 @@ class AuthController(Controller):
         responses=problem_responses(400, 409, 413, 422, 503),
     )
     def register(
-        self, data: JSONBody[RegisterRequest], resources: NamedDependency[Resources]
+        self, data: JSONBody[RegisterRequest], conn: NamedDependency[Connection]
     ) -> RegisterResponse:
         """409 when a user with this email exists."""
         email = accounts.normalize_login_email(data.email)
@@ -91,8 +92,7 @@ class AuthController(Controller):
             raise ValidationError(
                 "may not contain NUL characters", field="account_name", code="invalid_value"
             )
-        with resources.connection() as conn:
-            created = accounts.register(conn, email=email, password=data.password, account_name=name)
+        created = accounts.register(conn, email=email, password=data.password, account_name=name)
         return RegisterResponse(user_id=created.user_id, account_id=created.account_id, role=created.role)
 
     @post(
@@ -109,6 +109,8 @@ class AuthController(Controller):
         resources: NamedDependency[Resources],
     ) -> TokenResponse:
         """401 for wrong credentials; repeated failures per email or per client answer 429 for a while."""
+        # No `conn` here: a refused attempt must not take a pooled connection (nor wait for one), and none is
+        # held while the throttle's backend answers.
         email = data.email.strip().lower()
         client = _client_of(request)
         throttle = resources.login_throttle
@@ -126,8 +128,9 @@ class AuthController(Controller):
                 headers=rate_limit_headers(refusal, window_seconds=window),
             )
         try:
-            with resources.connection() as conn:
-                user_id, account_id = accounts.authenticate(conn, email=email, password=data.password)
+            user_id, account_id = resources.in_transaction(
+                accounts.authenticate, email=email, password=data.password
+            )
         except AuthenticationError:
             metrics.LOGIN_FAILURES.inc()
             try:

@@ -12,12 +12,13 @@ from uuid import UUID
 import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.response import Stream
 
 from crm_bulk.actions.specs import BulkActionRequest
+from crm_bulk.api.dependencies import Connection, provide_autocommit_connection
 from crm_bulk.api.import_session import ImportSession, upload_digest
 from crm_bulk.api.openapi_extras import ErrorsOperation, ImportUploadOperation
 from crm_bulk.api.problems import AUTHENTICATED, problem_responses
@@ -101,8 +102,8 @@ async def _limited(request: Request[Any, Any, Any], limit: int) -> AsyncIterator
 
 
 def _held_key(resources: Resources, account_id: int, key: str) -> tuple[Job, str] | None:
-    with resources.connection() as conn:
-        return jobs.job_for_idempotency_key(conn, account_id, key)
+    # A short transaction: the upload that may follow holds a connection of its own (ImportSession).
+    return resources.in_transaction(jobs.job_for_idempotency_key, account_id, key)
 
 
 async def _same_upload_again(
@@ -124,8 +125,9 @@ def _too_large(limit: int) -> HTTPException:
 
 
 def _job_of(resources: Resources, account_id: int, job_id: UUID) -> Job:
-    with resources.connection() as conn:
-        return jobs.get_job(conn, account_id, job_id)
+    # A short transaction rather than `conn`: the ClickHouse reads that follow must not hold a pooled
+    # connection (a slow or unreachable ClickHouse would otherwise drain the pool for every other route).
+    return resources.in_transaction(jobs.get_job, account_id, job_id)
 
 
 def _csv_rows(resources: Resources, account_id: int, job_id: UUID) -> Iterator[bytes]:
@@ -171,19 +173,18 @@ class BulkActionController(Controller):
         self,
         data: JSONBody[BulkActionRequest],
         principal: NamedDependency[Principal],
-        resources: NamedDependency[Resources],
+        conn: NamedDependency[Connection],
         idempotency_key: IdempotencyKey = None,
     ) -> Job:
         """The job starts `queued` (or `scheduled` until `scheduled_for`); 409 when the idempotency key was
         used with another body."""
-        with resources.connection() as conn:
-            return jobs.create_job(
-                conn,
-                account_id=principal.account_id,
-                created_by=principal.user_id,
-                request=data,
-                idempotency_key=idempotency_key,
-            )
+        return jobs.create_job(
+            conn,
+            account_id=principal.account_id,
+            created_by=principal.user_id,
+            request=data,
+            idempotency_key=idempotency_key,
+        )
 
     @post(
         "/import",
@@ -243,7 +244,7 @@ class BulkActionController(Controller):
     def list_bulk_actions(
         self,
         principal: NamedDependency[Principal],
-        resources: NamedDependency[Resources],
+        conn: NamedDependency[Connection],
         status: Annotated[JobStatus | None, QueryParameter(description="Only jobs in this status")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=jobs.MAX_PAGE, description="Page size")] = 50,
         cursor: Annotated[
@@ -251,8 +252,7 @@ class BulkActionController(Controller):
         ] = None,
     ) -> JobPage:
         """Pages follow `next_cursor`."""
-        with resources.connection() as conn:
-            return jobs.list_jobs(conn, principal.account_id, status=status, limit=limit, cursor=cursor)
+        return jobs.list_jobs(conn, principal.account_id, status=status, limit=limit, cursor=cursor)
 
     @get(
         "/{job_id:uuid}",
@@ -264,10 +264,10 @@ class BulkActionController(Controller):
         self,
         job_id: FromPath[UUID],
         principal: NamedDependency[Principal],
-        resources: NamedDependency[Resources],
+        conn: NamedDependency[Connection],
     ) -> Job:
         """404 for unknown ids and other accounts' jobs alike."""
-        return _job_of(resources, principal.account_id, job_id)
+        return jobs.get_job(conn, principal.account_id, job_id)
 
     @get(
         "/{job_id:uuid}/stats",
@@ -354,15 +354,15 @@ class BulkActionController(Controller):
         status_code=200,
         summary="Cancel a bulk action",
         responses=problem_responses(*AUTHENTICATED, 403, 404, 409),
+        # cancel_job commits its steps one by one (it must not hold the job row while waiting for chunks).
+        dependencies={"conn": Provide(provide_autocommit_connection)},
     )
     def cancel_bulk_action(
         self,
         job_id: FromPath[UUID],
         principal: NamedDependency[Principal],
-        resources: NamedDependency[Resources],
+        conn: NamedDependency[Connection],
     ) -> Job:
         """Chunks not yet applied are cancelled; the job answers `cancelled` (or still finishing the chunks in
         flight). 409 when it has already ended."""
-        # cancel_job commits its steps one by one (it must not hold the job row while waiting for chunks).
-        with resources.connection(autocommit=True) as conn:
-            return cancel_job(conn, principal.account_id, job_id)
+        return cancel_job(conn, principal.account_id, job_id)

@@ -8,8 +8,8 @@ from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
+from crm_bulk.api.dependencies import Connection
 from crm_bulk.api.problems import AUTHENTICATED, problem_responses
-from crm_bulk.api.resources import Resources
 from crm_bulk.api.security import editor, viewer
 from crm_bulk.auth.accounts import Principal
 from crm_bulk.contacts import repository
@@ -38,11 +38,10 @@ class ContactController(Controller):
         self,
         data: JSONBody[ContactInput],
         principal: NamedDependency[Principal],
-        resources: NamedDependency[Resources],
+        conn: NamedDependency[Connection],
     ) -> Contact:
         """409 with `existing_id` when a live contact of the account has the same normalised email."""
-        with resources.connection() as conn:
-            return repository.create_contact(conn, principal.account_id, data)
+        return repository.create_contact(conn, principal.account_id, data)
 
     @get(
         "",
@@ -55,7 +54,7 @@ class ContactController(Controller):
         *,
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
-        resources: NamedDependency[Resources],
+        conn: NamedDependency[Connection],
         limit: Annotated[int, QueryParameter(ge=1, le=repository.MAX_PAGE, description="Page size")] = 100,
         cursor: Annotated[
             OptionalText, QueryParameter(description="`next_cursor` of the previous page")
@@ -79,10 +78,9 @@ class ContactController(Controller):
         """Any filter-language condition works as `field=value` (eq) or `field.op=value`, e.g.
         `custom_fields.plan.in=free,trial`, `phone.is_null=true`; unknown fields or operators answer 422."""
         conditions = filter_from_query(request.query_params.multi_items())
-        with resources.connection() as conn:
-            return repository.list_contacts(
-                conn, principal.account_id, filter=conditions, limit=limit, cursor=cursor
-            )
+        return repository.list_contacts(
+            conn, principal.account_id, filter=conditions, limit=limit, cursor=cursor
+        )
 
     @get(
         "/{contact_id:int}",
@@ -94,11 +92,10 @@ class ContactController(Controller):
         self,
         contact_id: FromPath[int],
         principal: NamedDependency[Principal],
-        resources: NamedDependency[Resources],
+        conn: NamedDependency[Connection],
     ) -> Contact:
         """404 for unknown ids and other accounts' contacts alike."""
-        with resources.connection() as conn:
-            return repository.get_contact(conn, principal.account_id, contact_id)
+        return repository.get_contact(conn, principal.account_id, contact_id)
 
     @put(
         "/{contact_id:int}",
@@ -112,11 +109,10 @@ class ContactController(Controller):
         contact_id: FromPath[int],
         data: JSONBody[ContactInput],
         principal: NamedDependency[Principal],
-        resources: NamedDependency[Resources],
+        conn: NamedDependency[Connection],
     ) -> Contact:
         """Every field is set; fields left out become empty."""
-        with resources.connection() as conn:
-            return repository.replace_contact(conn, principal.account_id, contact_id, data)
+        return repository.replace_contact(conn, principal.account_id, contact_id, data)
 
     @patch(
         "/{contact_id:int}",
@@ -130,11 +126,10 @@ class ContactController(Controller):
         contact_id: FromPath[int],
         data: JSONBody[ContactPatch],
         principal: NamedDependency[Principal],
-        resources: NamedDependency[Resources],
+        conn: NamedDependency[Connection],
     ) -> Contact:
         """Given fields replace, `null` clears, absent fields stay."""
-        with resources.connection() as conn:
-            return repository.patch_contact(conn, principal.account_id, contact_id, data)
+        return repository.patch_contact(conn, principal.account_id, contact_id, data)
 
     @delete(
         "/{contact_id:int}",
@@ -147,8 +142,7 @@ class ContactController(Controller):
         self,
         contact_id: FromPath[int],
         principal: NamedDependency[Principal],
-        resources: NamedDependency[Resources],
+        conn: NamedDependency[Connection],
     ) -> None:
         """The contact disappears from reads; its email can be used again."""
-        with resources.connection() as conn:
-            repository.delete_contact(conn, principal.account_id, contact_id)
+        repository.delete_contact(conn, principal.account_id, contact_id)
