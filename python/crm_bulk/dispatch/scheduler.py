@@ -30,7 +30,7 @@ from crm_bulk.jobs.lifecycle import (
     sweep_cancelled_jobs,
 )
 from crm_bulk.postgres import OnDemandConnection
-from crm_bulk.queue import open_publisher, wait_for_queue
+from crm_bulk.queue import ChunkPublisher, open_publisher, wait_for_queue
 from crm_bulk.retry import RetryStopped, on_types, until_stopped
 from crm_bulk.settings import Settings
 
@@ -106,6 +106,48 @@ def _plan_loop(
         db.close()
 
 
+class _DispatchPass:
+    """One dispatch pass (fair release, finishing), with the sweeps that run every few seconds; called
+    repeatedly by the dispatch loop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: OnDemandConnection,
+        publisher: ChunkPublisher,
+        counters: SchedulerCounters,
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._publisher = publisher
+        self._counters = counters
+        self._reported: set[UUID] = set()
+        self.tick = 0
+        self._last_sweep = self._last_stale = time.monotonic()
+
+    def __call__(self) -> None:
+        conn = self._db.get()
+        self._counters.released += release_chunks(
+            conn,
+            self._publisher,
+            window=self._settings.dispatch_window_chunks,
+            rotation=self.tick,
+            reported=self._reported,
+        ).released
+        self._counters.finished += len(finish_jobs(conn))
+        now = time.monotonic()
+        if now - self._last_sweep >= SWEEP_EVERY_SECONDS:
+            self._counters.cancelled_chunks += sweep_cancelled_jobs(conn)
+            self._last_sweep = now
+        if now - self._last_stale >= STALE_CHECK_EVERY_SECONDS:
+            self._counters.republished += release_stale_chunks(
+                conn, self._publisher, older_than_seconds=STALE_AFTER_SECONDS
+            )
+            self._last_stale = now
+            if len(self._reported) > 10_000:
+                self._reported.clear()
+
+
 def run_scheduler(
     settings: Settings, stop_event: threading.Event, *, database_url: str | None = None
 ) -> SchedulerCounters:
@@ -123,29 +165,7 @@ def run_scheduler(
     planner.start()
     db = OnDemandConnection(url)
     publisher = open_publisher(settings, database_url=url)
-    reported: set[UUID] = set()
-    tick = 0
-    last_sweep = last_stale = time.monotonic()
-
-    def step() -> None:
-        nonlocal last_sweep, last_stale
-        conn = db.get()
-        counters.released += release_chunks(
-            conn, publisher, window=settings.dispatch_window_chunks, rotation=tick, reported=reported
-        ).released
-        counters.finished += len(finish_jobs(conn))
-        now = time.monotonic()
-        if now - last_sweep >= SWEEP_EVERY_SECONDS:
-            counters.cancelled_chunks += sweep_cancelled_jobs(conn)
-            last_sweep = now
-        if now - last_stale >= STALE_CHECK_EVERY_SECONDS:
-            counters.republished += release_stale_chunks(
-                conn, publisher, older_than_seconds=STALE_AFTER_SECONDS
-            )
-            last_stale = now
-            if len(reported) > 10_000:
-                reported.clear()
-
+    step = _DispatchPass(settings, db, publisher, counters)
     log.info(
         "scheduler started (queue %s, window %d chunks/job)",
         settings.queue_kind,
@@ -155,7 +175,7 @@ def run_scheduler(
         while not stop_event.is_set():
             if not _guarded("dispatch", step, db=db, counters=counters, stop_event=stop_event):
                 break
-            tick += 1
+            step.tick += 1
             stop_event.wait(settings.scheduler_interval_seconds)
     finally:
         planner.join(timeout=30)
