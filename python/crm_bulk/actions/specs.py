@@ -38,6 +38,8 @@ CUSTOM_FIELDS_MAX_BYTES = 16_384
 CUSTOM_FIELDS_MAX_DEPTH = 5
 MAX_TARGET_IDS = 1_000_000
 MAX_CUSTOM_FIELD_KEYS = 100
+# Region phones without a country code are read in (E.164 normalisation), in imports and single edits alike.
+PHONE_REGION = "US"
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 

@@ -22,12 +22,12 @@ from crm_bulk.actions.specs import (
     CUSTOM_FIELDS_MAX_DEPTH,
     FIELD_MAX_CHARS,
     MAX_TAGS,
+    PHONE_REGION,
     TAG_MAX_CHARS,
     Changes,
 )
 from crm_bulk.ledger.payload import IMPORT_TEXT_COLUMNS, REPEAT_OF
 
-PHONE_REGION = "US"
 _OPTIONAL_TEXT = tuple(c for c in IMPORT_TEXT_COLUMNS if c != "email")
 # PostgreSQL text cannot hold NUL; a JSON \u0000 escape cannot become jsonb. Either would abort the COPY.
 _NUL = "\x00"

@@ -15,8 +15,12 @@ import msgspec
 import polars as pl
 
 from crm_bulk import kernels
-from crm_bulk.actions.specs import CUSTOM_FIELDS_MAX_BYTES, CUSTOM_FIELDS_MAX_DEPTH, MAX_CUSTOM_FIELD_KEYS
-from crm_bulk.apply.checks import PHONE_REGION
+from crm_bulk.actions.specs import (
+    CUSTOM_FIELDS_MAX_BYTES,
+    CUSTOM_FIELDS_MAX_DEPTH,
+    MAX_CUSTOM_FIELD_KEYS,
+    PHONE_REGION,
+)
 from crm_bulk.contacts.models import ContactInput
 from crm_bulk.errors import ValidationError
 
