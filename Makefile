@@ -31,6 +31,7 @@ lint: install
 	$(VENV)/bin/ruff check python tests benchmarks
 	$(VENV)/bin/ruff format --check python tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(PY) -m mypy.stubtest crm_bulk._core
 	cargo clippy --all-targets -- -D warnings
 	cargo test

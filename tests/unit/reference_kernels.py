@@ -83,7 +83,8 @@ def _domain_to_ascii(domain: str) -> str | None:
     return ascii_domain
 
 
-def normalize_email(raw: str | None) -> tuple[str | None, str | None]:
+def normalize_email(raw: str | None) -> tuple[str | None, str | None]:  # noqa: PLR0911
+    # One return per documented step of the kernel, so the reference reads like the spec it checks.
     """(normalised, code) for one email, following the kernel's documented steps."""
     text = (raw or "").strip(WHITE_SPACE)
     if not text:

@@ -119,25 +119,32 @@ def _field_of(message: dict[str, Any]) -> str:
     return key or str(message.get("source") or "body")
 
 
+# msgspec's validation messages and their codes, first match wins: by how the message starts, then, for an
+# "Expected `…`" message, by what it contains.
+_MESSAGE_CODES: tuple[tuple[str, str], ...] = (
+    ("Object missing required field", "required"),
+    ("Object contains unknown field", "unknown_field"),
+    ("Invalid enum value", "invalid_value"),
+)
+_EXPECTED_CODES: tuple[tuple[str, str], ...] = (
+    ("got `", "invalid_type"),
+    ("length >=", "too_short"),
+    ("length <=", "too_long"),
+    (">=", "out_of_range"),
+    ("<=", "out_of_range"),
+    (" > ", "out_of_range"),
+    (" < ", "out_of_range"),
+)
+
+
 def _litestar_code(message: str) -> str:
     """A stable code for msgspec's validation messages."""
-    if message.startswith("Object missing required field"):
-        return "required"
-    if message.startswith("Object contains unknown field"):
-        return "unknown_field"
-    if message.startswith("Invalid enum value"):
-        return "invalid_value"
-    if message.startswith("Expected `"):
-        if "got `" in message:
-            return "invalid_type"
-        if "length >=" in message:
-            return "too_short"
-        if "length <=" in message:
-            return "too_long"
-        if any(op in message for op in (">=", "<=", " > ", " < ")):
-            return "out_of_range"
-        return "invalid_value"
-    return "invalid"
+    for prefix, code in _MESSAGE_CODES:
+        if message.startswith(prefix):
+            return code
+    if not message.startswith("Expected `"):
+        return "invalid"
+    return next((code for needle, code in _EXPECTED_CODES if needle in message), "invalid_value")
 
 
 def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
