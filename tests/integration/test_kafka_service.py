@@ -12,12 +12,16 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 # NewTopic is documented under confluent_kafka.admin but re-exported there without `__all__`.
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from crm_bulk.retry import RetryPolicy, on_types
+
 pytestmark = pytest.mark.kafka
 
 PARTITIONS = 3
 KEYS = [f"account-{n}" for n in range(5)]
 PER_KEY = 40
 DEADLINE_SECONDS = 30.0
+# The broker's metadata catches up with the controller's deletion asynchronously: look every 0.2 s, for 10 s.
+DELETION_VISIBLE = RetryPolicy(attempts=50, wait_seconds=0.2, retry_on=on_types(AssertionError))
 
 
 @pytest.fixture
@@ -33,11 +37,11 @@ def topic(admin: AdminClient) -> Iterator[str]:
     futures[name].result(timeout=30)
     yield name
     admin.delete_topics([name], operation_timeout=30)[name].result(timeout=31)
-    # The broker's metadata catches up with the controller's deletion asynchronously.
-    deadline = time.monotonic() + 10
-    while name in admin.list_topics(timeout=10).topics and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert name not in admin.list_topics(timeout=10).topics
+
+    def deleted() -> None:
+        assert name not in admin.list_topics(timeout=10).topics
+
+    DELETION_VISIBLE.call(deleted, what=f"deletion of topic {name}")
 
 
 def _produce(bootstrap: str, topic: str, records: list[tuple[str, str]]) -> None:

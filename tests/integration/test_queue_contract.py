@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
-from crm_bulk.queue.kafka_queue import (
+from crm_bulk.queue.kafka import (
     KafkaConsumer,
     KafkaDeadLetterReader,
     KafkaPublisher,

@@ -291,7 +291,7 @@ class BenchStack:
     def _delete_topics(self) -> None:
         if not self._topic_prefixes:
             return
-        from crm_bulk.queue.kafka_queue import delete_topics
+        from crm_bulk.queue.kafka.admin import delete_topics
 
         for prefix in self._topic_prefixes:
             try:

@@ -1,4 +1,8 @@
-"""The chunk queue: one protocol, two backends picked by `Settings.queue_url` (Postgres table or Kafka)."""
+"""The chunk queue: one protocol, two backends picked by `Settings.queue_url` (Postgres table or Kafka).
+
+The Kafka modules are imported only where the Kafka backend is picked, so the embedded deployment never
+loads confluent_kafka.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,16 @@ import threading
 
 from crm_bulk.deployment import database_url as resolved_database_url
 from crm_bulk.errors import CrmBulkError
-from crm_bulk.queue.kafka_queue import KafkaConsumer, KafkaDeadLetterReader, KafkaPublisher, ensure_topics
 from crm_bulk.queue.messages import ChunkMessage, DeadLetter
 from crm_bulk.queue.postgres_queue import PostgresQueue
 from crm_bulk.queue.protocol import ChunkConsumer, ChunkPublisher, DeadLetterReader, Delivery
+from crm_bulk.retry import RetryStopped, on_types, until_stopped
 from crm_bulk.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# The broker may still be starting: try again after 1, 2, 4, 8, then every 10 seconds until stopped.
+QUEUE_READY_RETRY = until_stopped(wait_seconds=1.0, max_wait_seconds=10.0, retry_on=on_types(CrmBulkError))
 
 
 def _db(settings: Settings, database_url: str | None) -> str:
@@ -23,6 +30,8 @@ def _db(settings: Settings, database_url: str | None) -> str:
 def open_publisher(settings: Settings, *, database_url: str | None = None) -> ChunkPublisher:
     """The publisher for the configured backend (no network until the first publish)."""
     if settings.queue_kind == "kafka":
+        from crm_bulk.queue.kafka.producer import KafkaPublisher
+
         return KafkaPublisher(settings.kafka_bootstrap, topic_prefix=settings.kafka_topic_prefix)
     return PostgresQueue(_db(settings, database_url), topic_prefix=settings.kafka_topic_prefix)
 
@@ -30,37 +39,34 @@ def open_publisher(settings: Settings, *, database_url: str | None = None) -> Ch
 def open_consumer(settings: Settings, *, client_id: str, database_url: str | None = None) -> ChunkConsumer:
     """A consumer in the worker group of the configured backend."""
     if settings.queue_kind == "kafka":
+        from crm_bulk.queue.kafka.consumer import KafkaConsumer
+
         return KafkaConsumer(
             settings.kafka_bootstrap, topic_prefix=settings.kafka_topic_prefix, client_id=client_id
         )
     return PostgresQueue(_db(settings, database_url), topic_prefix=settings.kafka_topic_prefix)
 
 
-def open_dead_letter_reader(settings: Settings, *, database_url: str | None = None) -> DeadLetterReader:
-    """Reads the dead-letter topic of the configured backend."""
-    if settings.queue_kind == "kafka":
-        return KafkaDeadLetterReader(settings.kafka_bootstrap, topic_prefix=settings.kafka_topic_prefix)
-    return PostgresQueue(_db(settings, database_url), topic_prefix=settings.kafka_topic_prefix)
-
-
-def wait_for_queue(settings: Settings, stop_event: threading.Event, *, max_wait: float = 10.0) -> bool:
-    """`ensure_queue`, retried with backoff while the broker is unreachable; False if stopped first."""
-    delay = 1.0
-    while not stop_event.is_set():
-        try:
-            ensure_queue(settings)
-            return True
-        except CrmBulkError as exc:
-            log.warning("queue not ready (retrying in %.0f s): %s", delay, exc)
-            stop_event.wait(delay)
-            delay = min(delay * 2, max_wait)
-    return False
+def wait_for_queue(settings: Settings, stop_event: threading.Event) -> bool:
+    """`ensure_queue`, retried with backoff (`QUEUE_READY_RETRY`) while it fails with a CrmBulkError; True
+    once ensured, False if stopped first."""
+    if stop_event.is_set():
+        return False
+    try:
+        QUEUE_READY_RETRY.call(
+            lambda: ensure_queue(settings), what="queue set-up", stop=stop_event, logger=log
+        )
+    except RetryStopped:
+        return False
+    return True
 
 
 def ensure_queue(settings: Settings) -> list[str]:
     """Create what the backend needs beyond migrations: the Kafka topics. Returns the topics created."""
     if settings.queue_kind != "kafka":
         return []
+    from crm_bulk.queue.kafka.admin import ensure_topics
+
     return ensure_topics(
         settings.kafka_bootstrap, prefix=settings.kafka_topic_prefix, partitions=settings.kafka_partitions
     )
@@ -75,7 +81,6 @@ __all__ = [
     "Delivery",
     "ensure_queue",
     "open_consumer",
-    "open_dead_letter_reader",
     "open_publisher",
     "wait_for_queue",
 ]

@@ -6,6 +6,8 @@ MessagePack whatever the chunk size, and every backend and every redelivery read
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 
 
@@ -58,3 +60,18 @@ def encode_dead_letter(letter: DeadLetter) -> bytes:
 def decode_dead_letter(raw: bytes) -> DeadLetter:
     """The dead letter in `raw`."""
     return _dead_decoder.decode(raw)
+
+
+def read_chunk(raw: bytes, *, worker: str) -> ChunkMessage | DeadLetter:
+    """The chunk message in `raw`, or, when it is not one, the dead letter that keeps its bytes and why."""
+    try:
+        return decode_chunk(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return DeadLetter(
+            reason=f"undecodable message: {exc}", worker=worker, failed_at=time.time(), attempts=0, raw=raw
+        )
+
+
+def failed_chunk_letter(message: ChunkMessage, *, reason: str, worker: str, attempts: int) -> DeadLetter:
+    """The dead letter of a chunk that could not be applied, stamped now."""
+    return DeadLetter(reason=reason, worker=worker, failed_at=time.time(), attempts=attempts, message=message)

@@ -13,19 +13,19 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import msgspec
 import psycopg
 
 from crm_bulk.errors import RetryableError
+from crm_bulk.queue.claims import claimed_deliveries
 from crm_bulk.queue.messages import (
     ChunkMessage,
     DeadLetter,
-    decode_chunk,
     decode_dead_letter,
     encode_chunk,
     encode_dead_letter,
+    failed_chunk_letter,
 )
-from crm_bulk.queue.protocol import CHUNKS_TOPIC, DEAD_TOPIC, Delivery, topic_name
+from crm_bulk.queue.protocol import CHUNKS_TOPIC, DEAD_TOPIC, ClosingContext, Delivery, topic_name
 from crm_bulk.sqlfiles import query
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 _POLL_INTERVAL = 0.1
 
 
-class PostgresQueue:
+class PostgresQueue(ClosingContext):
     """Publisher, consumer and dead-letter reader over one database (one connection, opened lazily)."""
 
     def __init__(
@@ -55,12 +55,6 @@ class PostgresQueue:
             f"PostgresQueue(topic={self.topic!r}, published={self.published}, consumed={self.consumed}, "
             f"committed={self.committed}, outstanding={len(self._outstanding)})"
         )
-
-    def __enter__(self) -> PostgresQueue:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @contextmanager
     def _connection(self, action: str) -> Iterator[psycopg.Connection[Any]]:
@@ -108,36 +102,20 @@ class PostgresQueue:
             rows = conn.execute(
                 query("postgres", "queue", "claim"), {"topic": self.topic, "limit": limit}
             ).fetchall()
-        deliveries: list[Delivery] = []
-        for row_id, body, deliveries_so_far in sorted(rows):
-            try:
-                message = decode_chunk(bytes(body))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                log.error(
-                    "queue %s row %d is not a chunk message (%s); moving it to %s",
-                    self.topic,
-                    row_id,
-                    exc,
-                    self.dead_topic,
-                )
-                self._bury_raw(row_id, bytes(body), f"undecodable message: {exc}")
-                continue
-            if deliveries_so_far > 1:
-                log.info(
-                    "redelivering %s/%s (delivery %d)", message.job_id, message.chunk_no, deliveries_so_far
-                )
-            self._outstanding.add(row_id)
-            deliveries.append(Delivery(message=message, partition=0, offset=row_id))
+        deliveries = claimed_deliveries(
+            ((row_id, bytes(body), count) for row_id, body, count in rows),
+            topic=self.topic,
+            dead_topic=self.dead_topic,
+            worker="",
+            bury=self._bury_raw,
+        )
+        self._outstanding.update(d.offset for d in deliveries)
         self.consumed += len(deliveries)
         return deliveries
 
-    def _bury_raw(self, row_id: int, body: bytes, reason: str) -> None:
-        letter = DeadLetter(reason=reason, worker="", failed_at=time.time(), attempts=0, raw=body)
+    def _bury_raw(self, row_id: int, letter: DeadLetter) -> None:
         with self._connection("dead-letter") as conn, conn.transaction():
-            conn.execute(
-                query("postgres", "queue", "dead_letter"),
-                {"topic": self.dead_topic, "body": encode_dead_letter(letter), "reason": reason},
-            )
+            self._store_dead_letter(conn, letter)
             conn.execute(query("postgres", "queue", "ack"), {"ids": [row_id]})
 
     def commit(self, deliveries: Sequence[Delivery]) -> None:
@@ -152,14 +130,15 @@ class PostgresQueue:
 
     def dead_letter(self, delivery: Delivery, *, reason: str, worker: str, attempts: int) -> None:
         """Store the dead letter (the message itself is acknowledged by `commit`)."""
-        letter = DeadLetter(
-            reason=reason, worker=worker, failed_at=time.time(), attempts=attempts, message=delivery.message
-        )
+        letter = failed_chunk_letter(delivery.message, reason=reason, worker=worker, attempts=attempts)
         with self._connection("dead-letter") as conn:
-            conn.execute(
-                query("postgres", "queue", "dead_letter"),
-                {"topic": self.dead_topic, "body": encode_dead_letter(letter), "reason": reason},
-            )
+            self._store_dead_letter(conn, letter)
+
+    def _store_dead_letter(self, conn: psycopg.Connection[Any], letter: DeadLetter) -> None:
+        conn.execute(
+            query("postgres", "queue", "dead_letter"),
+            {"topic": self.dead_topic, "body": encode_dead_letter(letter), "reason": letter.reason},
+        )
 
     def read_dead_letters(self, *, timeout: float = 0.0) -> list[DeadLetter]:
         """Every stored dead letter of this topic prefix, oldest first."""

@@ -2,8 +2,8 @@
 
 Delivery is at-least-once. A consumer acknowledges (`commit`) a delivery only after the Postgres transaction
 that applied its chunk committed; whatever was consumed but not committed when a consumer dies or closes is
-delivered again, to it or to another consumer of the group. Both backends (`postgres_queue`, `kafka_queue`)
-pass the same contract tests.
+delivered again, to it or to another consumer of the group. Both backends (`postgres_queue`, `kafka`) pass
+the same contract tests.
 """
 
 from __future__ import annotations
@@ -34,6 +34,22 @@ class Delivery:
     def describe(self) -> str:
         """`job/chunk @ partition:offset`, for logs."""
         return f"{self.message.job_id}/{self.message.chunk_no} @ {self.partition}:{self.offset}"
+
+
+class ClosingContext:
+    """`with` support shared by the queue clients: the block's end closes the client."""
+
+    def __enter__(self) -> Self:
+        """Use as a context manager; `close` on exit."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close."""
+        self.close()
+
+    def close(self) -> None:
+        """Release what the client holds."""
+        raise NotImplementedError
 
 
 class ChunkPublisher(Protocol):
