@@ -1,4 +1,5 @@
-"""One contract, two queue backends: the Postgres table and Kafka behave the same to the worker."""
+"""One contract, every queue backend: the Postgres table, Kafka and the in-memory twin behave the same to the
+worker."""
 
 from __future__ import annotations
 
@@ -23,12 +24,16 @@ from crm_bulk.queue.kafka import (
     delete_topics,
     ensure_topics,
 )
+from crm_bulk.queue.memory_queue import MemoryBroker
 from crm_bulk.queue.messages import ChunkMessage
 from crm_bulk.queue.postgres_queue import PostgresQueue
 from crm_bulk.queue.protocol import ChunkConsumer, ChunkPublisher, DeadLetterReader, Delivery
 
 PARTITIONS = 4
 DEADLINE = 40.0
+# The in-memory broker lives in the test's process, out of reach of a consumer in a child process; a killed
+# member of it is `MemoryQueue.kill()`, covered in tests/unit/test_memory_queue.py.
+NEEDS_A_CHILD_PROCESS = {"test_deliveries_of_a_killed_consumer_reach_another_member"}
 
 
 @dataclass
@@ -84,9 +89,27 @@ def _kafka_backend(bootstrap: str, prefix: str) -> Backend:
     )
 
 
-@pytest.fixture(params=["postgres", pytest.param("kafka", marks=pytest.mark.kafka)])
+def _memory_backend() -> Backend:
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    broker = MemoryBroker(topic_prefix=prefix)
+    return Backend(
+        name="memory",
+        publisher=broker.publisher,
+        consumer=lambda client_id: broker.consumer(client_id=client_id),
+        reader=broker.dead_letter_reader,
+        publish_raw=broker.publish_raw,
+        spec=("memory", "", prefix),
+    )
+
+
+@pytest.fixture(params=["postgres", pytest.param("kafka", marks=pytest.mark.kafka), "memory"])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     """Each test runs once per backend, on fresh topics."""
+    if request.param == "memory":
+        if request.node.originalname in NEEDS_A_CHILD_PROCESS:
+            pytest.skip("an in-memory broker cannot be shared with a child process")
+        yield _memory_backend()
+        return
     if request.param == "postgres":
         yield _postgres_backend(request.getfixturevalue("database_url"))
         return

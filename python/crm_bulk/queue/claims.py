@@ -1,5 +1,5 @@
-"""What a claiming backend (the Postgres table) does with the rows it claimed: turn them into deliveries,
-with undecodable bodies moved to the dead letters instead of delivered."""
+"""What the claiming backends (the Postgres table and the in-memory twin) share: turning claimed rows into
+deliveries, with undecodable bodies moved to the dead letters instead of delivered."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 Delivery is at-least-once. A consumer acknowledges (`commit`) a delivery only after the Postgres transaction
 that applied its chunk committed; whatever was consumed but not committed when a consumer dies or closes is
-delivered again, to it or to another consumer of the group. Both backends (`postgres_queue`, `kafka`) pass
-the same contract tests.
+delivered again, to it or to another consumer of the group. The backends (`postgres_queue`, `kafka`) and the
+in-memory twin for tests (`memory_queue`) pass the same contract tests.
 """
 
 from __future__ import annotations
