@@ -22,18 +22,13 @@ def embedded_server(settings: Settings) -> LocalPostgres:
     return LocalPostgres(settings.data_dir / "postgres", settings.embedded_postgres_port)
 
 
-def database_url(settings: Settings) -> str:
-    """The PostgreSQL DSN in force: the configured one, or the embedded server's."""
-    if settings.database_url is not None:
-        return settings.database_url
-    return embedded_server(settings).dsn
-
-
 @contextmanager
-def running_database(settings: Settings, *, start: bool) -> Iterator[str]:
-    """Yield the DSN; with `start`, start the embedded server if needed, stopping it on exit if we did."""
+def running_database(settings: Settings, *, start: bool) -> Iterator[Settings]:
+    """Yield `settings` resolved (`Settings.resolved`: the DSN in force, the embedded JWT secret); with
+    `start`, start the embedded server if needed, stopping it on exit if we did. The one place a deployment's
+    PostgreSQL address is worked out: everything downstream reads `settings.postgres_dsn`."""
     if settings.database_url is not None:
-        yield settings.database_url
+        yield settings.resolved(database_url=settings.database_url)
         return
     server = embedded_server(settings)
     if not start:
@@ -43,11 +38,11 @@ def running_database(settings: Settings, *, start: bool) -> Iterator[str]:
                 "CRM_BULK_DATABASE_URL",
                 f"the embedded PostgreSQL in {server.data_dir} is not running; start it with `crm-bulk up`",
             )
-        yield server.dsn
+        yield settings.resolved(database_url=server.dsn)
         return
     started = server.start()
     try:
-        yield server.dsn
+        yield settings.resolved(database_url=server.dsn)
     finally:
         if started:
             log.info("stopping the embedded PostgreSQL")

@@ -11,7 +11,7 @@ import os
 import secrets
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,6 +23,12 @@ JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256",
 
 def _doc(text: str) -> dict[str, str]:
     return {"doc": text}
+
+
+# Variables of earlier releases: refused with their new name rather than silently ignored.
+RENAMED = {"CRM_BULK_KAFKA_TOPIC_PREFIX": "CRM_BULK_NAMESPACE"}
+# Entities per chunk, chosen with the benchmarks' chunk-size sweep (`crm-bulk bench --sweep`).
+DEFAULT_CHUNK_SIZE = 5000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,14 +86,15 @@ class Settings:
         default=54329, metadata=_doc("Loopback TCP port of the embedded PostgreSQL.")
     )
     worker_processes: int = field(default=2, metadata=_doc("Worker processes started by `up` and `worker`."))
-    chunk_size: int = field(default=5000, metadata=_doc("Entities per chunk."))
+    chunk_size: int = field(default=DEFAULT_CHUNK_SIZE, metadata=_doc("Entities per chunk."))
     kafka_partitions: int = field(default=6, metadata=_doc("Partitions of the `crm-bulk.chunks` topic."))
     retry_attempts: int = field(default=3, metadata=_doc("Attempts for a chunk that fails transiently."))
     retry_wait_seconds: float = field(default=1.0, metadata=_doc("Fixed wait between attempts."))
-    kafka_topic_prefix: str = field(
+    namespace: str = field(
         default="crm-bulk",
         metadata=_doc(
-            "Kafka names: topics `<prefix>.chunks` and `<prefix>.dead`, consumer group `<prefix>.workers`."
+            "Names this deployment's shared state: queue topics `<ns>.chunks` and `<ns>.dead` (Kafka or the "
+            "Postgres queue), the Kafka consumer group `<ns>.workers`, the pacing keys in the rate limiter."
         ),
     )
     dispatch_window_chunks: int = field(
@@ -121,6 +128,23 @@ class Settings:
     def embedded_database(self) -> bool:
         """True when crm-bulk starts its own PostgreSQL."""
         return self.database_url is None
+
+    @property
+    def postgres_dsn(self) -> str:
+        """The PostgreSQL DSN in force. The embedded server's is filled in by the command that starts or finds
+        it (`crm_bulk.deployment.running_database`), before anything connects."""
+        if self.database_url is None:
+            raise ConfigError(
+                env_name("database_url"),
+                "not resolved yet: the embedded PostgreSQL's address is known once a command starts it",
+            )
+        return self.database_url
+
+    def resolved(self, *, database_url: str) -> Settings:
+        """These settings with the PostgreSQL DSN in force, and, in the embedded deployment, its generated JWT
+        secret: what every process of one deployment is handed, so none resolves anything again."""
+        secret = self.resolved_jwt_secret() if self.jwt_symmetric else self.jwt_secret
+        return replace(self, database_url=database_url, jwt_secret=secret)
 
     @property
     def jwt_symmetric(self) -> bool:
@@ -157,6 +181,9 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read and validate every `CRM_BULK_*` variable; raise `ConfigError` naming the bad one."""
         env = os.environ if environ is None else environ
+        for old, new in RENAMED.items():
+            if env.get(old):
+                raise ConfigError(old, f"renamed to {new}")
         values: dict[str, object] = {}
         for f in fields(cls):
             raw = env.get(env_name(f.name))

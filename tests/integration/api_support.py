@@ -27,7 +27,7 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 def running_client(settings: Settings, database_url: str) -> Iterator[TestClient[Litestar]]:
     """A client whose app has gone through its lifespan (pool open, ClickHouse migrated)."""
-    app = create_app(settings, database_url=database_url)
+    app = create_app(settings.resolved(database_url=database_url))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 

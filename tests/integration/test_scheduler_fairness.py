@@ -19,7 +19,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from crm_bulk.queue.kafka_queue import delete_topics
+from crm_bulk.queue.kafka.admin import delete_topics
 from crm_bulk.settings import Settings
 from tests.integration.pipeline_support import (
     ledger_summary,
@@ -64,7 +64,7 @@ def backends(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
         "made": made,
     }
     for settings in made:
-        delete_topics(bootstrap, prefix=settings.kafka_topic_prefix)
+        delete_topics(bootstrap, prefix=settings.namespace)
 
 
 def _settings(db: str, backends: dict[str, Any], **overrides: Any) -> Settings:

@@ -70,9 +70,8 @@ def tenant(client: TestClient[Litestar]) -> Tenant:
 
 def _document() -> dict[str, Any]:
     """The OpenAPI document, generated without any backend (collection needs it before fixtures exist)."""
-    app = create_app(
-        make_settings(Path(tempfile.mkdtemp(prefix="crm-bulk-openapi-"))), database_url="postgresql://-"
-    )
+    settings = make_settings(Path(tempfile.mkdtemp(prefix="crm-bulk-openapi-")))
+    app = create_app(settings.resolved(database_url="postgresql://-"))
     document: dict[str, Any] = app.openapi_schema.to_schema()
     return document
 

@@ -89,9 +89,9 @@ def _prepare_clickhouse(resources: Resources) -> None:
         log.warning("clickhouse not ready at startup: %s", exc)
 
 
-def create_app(settings: Settings, *, database_url: str | None = None) -> Litestar:
-    """Build the API for `settings`; `database_url` overrides the resolved DSN (tests)."""
-    resources = Resources.from_settings(settings, database_url_override=database_url)
+def create_app(settings: Settings) -> Litestar:
+    """Build the API for resolved `settings` (`crm_bulk.deployment.running_database`)."""
+    resources = Resources.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -253,7 +253,7 @@ class BenchStack:
             prefix = f"crm-bulk-bench-{uuid.uuid4().hex[:10]}"
             self._topic_prefixes.append(prefix)
             env["CRM_BULK_QUEUE_URL"] = f"kafka://{options.kafka_bootstrap}"
-            env["CRM_BULK_KAFKA_TOPIC_PREFIX"] = prefix
+            env["CRM_BULK_NAMESPACE"] = prefix
         return env
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:

@@ -19,7 +19,6 @@ from uuid import UUID
 
 import psycopg
 
-from crm_bulk.deployment import database_url as resolved_database_url
 from crm_bulk.dispatch.release import release_chunks, release_stale_chunks
 from crm_bulk.errors import CrmBulkError
 from crm_bulk.jobs.lifecycle import (
@@ -148,14 +147,10 @@ class _DispatchPass:
                 self._reported.clear()
 
 
-def run_scheduler(
-    settings: Settings, stop_event: threading.Event, *, database_url: str | None = None
-) -> SchedulerCounters:
-    """Run the scheduler until `stop_event` is set; return what it did.
-
-    `database_url` overrides the DSN from settings (tests, the embedded deployment's resolved server).
-    """
-    url = database_url or resolved_database_url(settings)
+def run_scheduler(settings: Settings, stop_event: threading.Event) -> SchedulerCounters:
+    """Run the scheduler of resolved `settings` (`crm_bulk.deployment.running_database`) until `stop_event`
+    is set; return what it did."""
+    url = settings.postgres_dsn
     counters = SchedulerCounters()
     if not wait_for_queue(settings, stop_event):
         return counters
@@ -164,7 +159,7 @@ def run_scheduler(
     )
     planner.start()
     db = OnDemandConnection(url)
-    publisher = open_publisher(settings, database_url=url)
+    publisher = open_publisher(settings)
     step = _DispatchPass(settings, db, publisher, counters)
     log.info(
         "scheduler started (queue %s, window %d chunks/job)",

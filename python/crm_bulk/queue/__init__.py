@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 
-from crm_bulk.deployment import database_url as resolved_database_url
 from crm_bulk.errors import CrmBulkError
 from crm_bulk.queue.messages import ChunkMessage, DeadLetter
 from crm_bulk.queue.postgres_queue import PostgresQueue
@@ -23,28 +22,24 @@ log = logging.getLogger(__name__)
 QUEUE_READY_RETRY = until_stopped(wait_seconds=1.0, max_wait_seconds=10.0, retry_on=on_types(CrmBulkError))
 
 
-def _db(settings: Settings, database_url: str | None) -> str:
-    return database_url or resolved_database_url(settings)
-
-
-def open_publisher(settings: Settings, *, database_url: str | None = None) -> ChunkPublisher:
+def open_publisher(settings: Settings) -> ChunkPublisher:
     """The publisher for the configured backend (no network until the first publish)."""
     if settings.queue_kind == "kafka":
         from crm_bulk.queue.kafka.producer import KafkaPublisher
 
-        return KafkaPublisher(settings.kafka_bootstrap, topic_prefix=settings.kafka_topic_prefix)
-    return PostgresQueue(_db(settings, database_url), topic_prefix=settings.kafka_topic_prefix)
+        return KafkaPublisher(settings.kafka_bootstrap, topic_prefix=settings.namespace)
+    return PostgresQueue(settings.postgres_dsn, topic_prefix=settings.namespace)
 
 
-def open_consumer(settings: Settings, *, client_id: str, database_url: str | None = None) -> ChunkConsumer:
+def open_consumer(settings: Settings, *, client_id: str) -> ChunkConsumer:
     """A consumer in the worker group of the configured backend."""
     if settings.queue_kind == "kafka":
         from crm_bulk.queue.kafka.consumer import KafkaConsumer
 
         return KafkaConsumer(
-            settings.kafka_bootstrap, topic_prefix=settings.kafka_topic_prefix, client_id=client_id
+            settings.kafka_bootstrap, topic_prefix=settings.namespace, client_id=client_id
         )
-    return PostgresQueue(_db(settings, database_url), topic_prefix=settings.kafka_topic_prefix)
+    return PostgresQueue(settings.postgres_dsn, topic_prefix=settings.namespace)
 
 
 def wait_for_queue(settings: Settings, stop_event: threading.Event) -> bool:
@@ -68,7 +63,7 @@ def ensure_queue(settings: Settings) -> list[str]:
     from crm_bulk.queue.kafka.admin import ensure_topics
 
     return ensure_topics(
-        settings.kafka_bootstrap, prefix=settings.kafka_topic_prefix, partitions=settings.kafka_partitions
+        settings.kafka_bootstrap, prefix=settings.namespace, partitions=settings.kafka_partitions
     )
 
 

@@ -28,7 +28,6 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from crm_bulk.deployment import database_url as resolved_database_url
 from crm_bulk.settings import Settings
 from crm_bulk.worker import metrics
 
@@ -50,7 +49,7 @@ class _Slot:
     restarts: int = 0
 
 
-def worker_process_main(settings: Settings, slot: int, burst: bool, database_url: str) -> None:
+def worker_process_main(settings: Settings, slot: int, burst: bool) -> None:
     """Entry point of one worker process (spawned): consume until SIGTERM/SIGINT (or, in burst mode, idle)."""
     from crm_bulk.queue import open_consumer
     from crm_bulk.ratelimit import limiter_from_settings
@@ -71,17 +70,17 @@ def worker_process_main(settings: Settings, slot: int, burst: bool, database_url
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     name = f"{socket.gethostname()}:{os.getpid()}:w{slot}"
-    consumer = open_consumer(settings, client_id=name, database_url=database_url)
-    pacer = EntityPacer(limiter_from_settings(settings), namespace=settings.kafka_topic_prefix, stop=stop)
+    consumer = open_consumer(settings, client_id=name)
+    pacer = EntityPacer(limiter_from_settings(settings), namespace=settings.namespace, stop=stop)
     worker = ChunkWorker(
         name=name,
-        database_url=database_url,
+        database_url=settings.postgres_dsn,
         consumer=consumer,
         pacer=pacer,
         policy=RetryPolicy.from_settings(settings),
         stop=stop,
     )
-    shipper = _start_shipper(settings, database_url, stop)
+    shipper = _start_shipper(settings, stop)
     try:
         worker.run(burst=burst)
     finally:
@@ -96,15 +95,14 @@ def ships_from_workers(settings: Settings) -> bool:
     return not settings.clickhouse_embedded
 
 
-def _start_shipper(settings: Settings, database_url: str, stop: threading.Event) -> threading.Thread | None:
+def _start_shipper(settings: Settings, stop: threading.Event) -> threading.Thread | None:
     if not ships_from_workers(settings):
         return None
-    from crm_bulk.shipper import run_shipper
+    from crm_bulk.entitylog.shipper import run_shipper
 
     thread = threading.Thread(
         target=run_shipper,
         args=(settings, stop),
-        kwargs={"database_url": database_url},
         name="crm-bulk-shipper",
         daemon=True,
     )
@@ -117,25 +115,24 @@ def run_worker_pool(
     processes: int,
     *,
     burst: bool = False,
-    database_url: str | None = None,
     stop_event: threading.Event | None = None,
     drain_timeout: float = 120.0,
 ) -> int:
     """Supervise `processes` workers until SIGTERM/SIGINT (or `stop_event`, or, with `burst`, until every
     worker found the queue empty). Returns the exit code: 0.
 
-    `database_url` overrides the DSN from settings; `stop_event` replaces signal handling (embedding, tests).
+    `settings` are resolved (`crm_bulk.deployment.running_database`); `stop_event` replaces signal handling
+    (embedding, tests).
     """
     if processes < 1:
         raise ValueError("processes must be at least 1")
     from crm_bulk.queue import wait_for_queue
 
-    url = database_url or resolved_database_url(settings)
     stop = stop_event or threading.Event()
     restore = _install_signal_handlers(stop) if stop_event is None else {}
     try:
         if wait_for_queue(settings, stop):
-            _supervise(settings, processes, burst=burst, url=url, stop=stop, drain_timeout=drain_timeout)
+            _supervise(settings, processes, burst=burst, stop=stop, drain_timeout=drain_timeout)
     finally:
         for signum, handler in restore.items():
             signal.signal(signum, handler)
@@ -143,7 +140,7 @@ def run_worker_pool(
 
 
 def _supervise(
-    settings: Settings, processes: int, *, burst: bool, url: str, stop: threading.Event, drain_timeout: float
+    settings: Settings, processes: int, *, burst: bool, stop: threading.Event, drain_timeout: float
 ) -> None:
     """Keep `processes` workers alive until `stop` (or the end of a burst), then drain them."""
     metrics_dir = tempfile.mkdtemp(prefix="crm-bulk-metrics-") if settings.worker_metrics_port else None
@@ -162,7 +159,7 @@ def _supervise(
         while not stop.is_set():
             now = time.monotonic()
             for slot in slots:
-                _tend(ctx, slot, settings=settings, burst=burst, url=url, now=now, restarts=restarts)
+                _tend(ctx, slot, settings=settings, burst=burst, now=now, restarts=restarts)
             if burst and all(s.finished for s in slots):
                 break
             stop.wait(0.2)
@@ -185,7 +182,6 @@ def _tend(
     *,
     settings: Settings,
     burst: bool,
-    url: str,
     now: float,
     restarts: Counter,
 ) -> None:
@@ -197,7 +193,7 @@ def _tend(
         if now >= slot.next_start:
             proc = ctx.Process(
                 target=worker_process_main,
-                args=(settings, slot.number, burst, url),
+                args=(settings, slot.number, burst),
                 name=f"crm-bulk-worker-{slot.number}",
             )
             proc.start()
