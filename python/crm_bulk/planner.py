@@ -27,12 +27,11 @@ from crm_bulk.actions.specs import ImportRecord
 from crm_bulk.errors import ConflictError, NotFoundError, ValidationError
 from crm_bulk.ledger.payload import IMPORT_TEXT_COLUMNS, REPEAT_OF, encode_ids, encode_records, import_frame
 from crm_bulk.postgres import Conn
+from crm_bulk.settings import DEFAULT_CHUNK_SIZE
 from crm_bulk.sqlfiles import query
 
 log = logging.getLogger(__name__)
 
-# Entities per chunk, chosen with benchmarks/bench_apply.py (its chunk-size sweep).
-DEFAULT_CHUNK_SIZE = 5000
 
 
 def plan_job(conn: Conn, job_id: UUID, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> int:
