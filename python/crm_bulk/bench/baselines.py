@@ -270,21 +270,14 @@ def seed_paged_update(
         offsets: list[float] = []
         page_seconds: list[float] = []
         row_seconds = 0.0
+        each_row = {**row_params, "account_id": account_id}
         for page in sample_pages(total_pages, pages):
             offset = page * SEED_PAGE_SIZE
-            started = time.perf_counter()
-            ids = [
-                int(r[0])
-                for r in conn.execute(
-                    page_query, [account_id, *filter_params, SEED_PAGE_SIZE, offset]
-                ).fetchall()
-            ]
-            page_seconds.append(time.perf_counter() - started)
+            page_params = [account_id, *filter_params, SEED_PAGE_SIZE, offset]
+            query_took, rows_took, ids = _seed_page(conn, page_query, page_params, statement, each_row)
             offsets.append(float(offset))
-            started = time.perf_counter()
-            for contact_id in ids:
-                _with_retry(conn, statement, {**row_params, "id": contact_id, "account_id": account_id})
-            row_seconds += time.perf_counter() - started
+            page_seconds.append(query_took)
+            row_seconds += rows_took
             touched.extend(ids)
     page_total = _page_query_total(offsets, page_seconds, total_pages)
     per_row = row_seconds / len(touched) if touched else 0.0
@@ -304,6 +297,23 @@ def seed_paged_update(
         ),
     )
     return estimate, touched
+
+
+def _seed_page(
+    conn: Conn,
+    page_query: sql.Composed,
+    page_params: Sequence[object],
+    statement: str,
+    row_params: Mapping[str, Any],
+) -> tuple[float, float, list[int]]:
+    """One timed seed page: its query, then one `statement` per id; (query seconds, row seconds, ids)."""
+    started = time.perf_counter()
+    ids = [int(r[0]) for r in conn.execute(page_query, page_params).fetchall()]
+    query_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    for contact_id in ids:
+        _with_retry(conn, statement, {**row_params, "id": contact_id})
+    return query_seconds, time.perf_counter() - started, ids
 
 
 def _page_query_total(offsets: Sequence[float], seconds: Sequence[float], total_pages: int) -> float:
@@ -327,31 +337,39 @@ def seed_listed_rows(
     row_statement: str,
     pages: int,
     method: str,
+    budget_seconds: float | None = None,
 ) -> SeedEstimate:
     """The seed algorithm over a given list (ids, import records): `pages` sampled pages of 1000 rows of
-    `rows` (columns: `row_statement`'s parameters), one statement per row; extrapolated to `entities`."""
+    `rows` (columns: `row_statement`'s parameters), one statement per row; extrapolated to `entities`.
+
+    With `budget_seconds`, sampling stops after the page on which the timed work reaches it.
+    """
     statement = query("postgres", "bench", row_statement)
     total_pages = -(-rows.height // SEED_PAGE_SIZE)
-    chosen = sample_pages(total_pages, pages)
-    # Only the sampled pages become Python rows (the seed script's per-row work, outside the timing).
-    sampled = [rows.slice(page * SEED_PAGE_SIZE, SEED_PAGE_SIZE).to_dicts() for page in chosen]
-    done = 0
+    done = timed_pages = 0
+    seconds = 0.0
     with psycopg.connect(dsn, autocommit=True) as conn:
-        started = time.perf_counter()
-        for page_rows in sampled:
+        for page in sample_pages(total_pages, pages):
+            # A page becomes Python rows before its timing starts (the seed script's own parsing is not
+            # what is measured).
+            page_rows = rows.slice(page * SEED_PAGE_SIZE, SEED_PAGE_SIZE).to_dicts()
+            started = time.perf_counter()
             for params in page_rows:
                 _with_retry(conn, statement, params)
-                done += 1
-        seconds = time.perf_counter() - started
+            seconds += time.perf_counter() - started
+            done += len(page_rows)
+            timed_pages += 1
+            if budget_seconds is not None and seconds >= budget_seconds:
+                break
     per_row = seconds / done if done else 0.0
     return SeedEstimate(
         entities=entities,
         sampled_rows=done,
-        sampled_pages=len(chosen),
+        sampled_pages=timed_pages,
         sample_seconds=seconds,
         per_row_ms=per_row * 1000,
         count_seconds=0.0,
         page_query_seconds=0.0,
         estimated_seconds=per_row * entities,
-        method=f"{method}; {done} rows in {len(chosen)} pages of {SEED_PAGE_SIZE} timed, extrapolated",
+        method=f"{method}; {done} rows in {timed_pages} pages of {SEED_PAGE_SIZE} timed, extrapolated",
     )

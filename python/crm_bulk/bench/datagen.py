@@ -94,10 +94,28 @@ def generate_contacts(
 ) -> pl.DataFrame:
     """`n` contacts: email, first_name, last_name, phone, company, job_title, tags, custom_fields."""
     rng = np.random.default_rng(seed)
-    idx = np.arange(n)
-    frame = pl.DataFrame(
+    frame = _draws(rng, n, invalid_email_rate).with_columns(
+        email=_email(),
+        phone=_phone(),
+        tags=_tags(),
+        custom_fields=pl.lit('{"plan":"')
+        + pl.col("plan")
+        + pl.lit('","score":')
+        + pl.col("score").cast(pl.Utf8)
+        + pl.lit("}"),
+    )
+    if duplicate_rate > 0:
+        frame = _inject_duplicates(frame, rng, duplicate_rate)
+    return frame.select(
+        "email", "first_name", "last_name", "phone", "company", "job_title", "tags", "custom_fields"
+    )
+
+
+def _draws(rng: np.random.Generator, n: int, invalid_email_rate: float) -> pl.DataFrame:
+    """Every random choice of `n` rows, one column each (drawn in a fixed order: the seed fixes the data)."""
+    return pl.DataFrame(
         {
-            "row": idx,
+            "row": np.arange(n),
             "first_name": _pick(FIRST, rng, n),
             "last_name": _pick(LAST, rng, n),
             "domain": _pick(DOMAINS, rng, n),
@@ -114,6 +132,10 @@ def generate_contacts(
             "bad_kind": rng.integers(0, len(BAD_EMAILS), n),
         }
     )
+
+
+def _email() -> pl.Expr:
+    """first.last<row>@domain, or for a `bad` row that local part in the `bad_kind` malformed template."""
     local = (
         pl.col("first_name").str.to_lowercase().str.replace_all(r"[^a-z]", "")
         + pl.lit(".")
@@ -129,38 +151,31 @@ def generate_contacts(
             .then(pl.lit(left) + local + pl.lit(right))
             .otherwise(bad_email)
         )
-    tags_lookup = pl.Series(TAGS)
-    frame = frame.with_columns(
-        email=pl.when(pl.col("bad")).then(bad_email).otherwise(good_email),
-        # Phones in the formats people type; all North American numbers, normalised to E.164 by the platform.
-        phone=pl.format(
-            "({}) {}-{}",
-            pl.col("area").cast(pl.Utf8),
-            pl.col("exchange").cast(pl.Utf8),
-            pl.col("line").cast(pl.Utf8).str.zfill(4),
-        ),
-        tags=pl.concat_list(
-            pl.col("tag_a").replace_strict(list(range(len(TAGS))), list(tags_lookup), return_dtype=pl.Utf8),
+    return pl.when(pl.col("bad")).then(bad_email).otherwise(good_email)
+
+
+def _phone() -> pl.Expr:
+    """Phones in the formats people type; all North American numbers, normalised to E.164 by the platform."""
+    return pl.format(
+        "({}) {}-{}",
+        pl.col("area").cast(pl.Utf8),
+        pl.col("exchange").cast(pl.Utf8),
+        pl.col("line").cast(pl.Utf8).str.zfill(4),
+    )
+
+
+def _tags() -> pl.Expr:
+    """One tag always, a second one (`tag_b` past the list means none) when it differs from the first."""
+    codes, names = list(range(len(TAGS))), TAGS
+    return (
+        pl.concat_list(
+            pl.col("tag_a").replace_strict(codes, names, return_dtype=pl.Utf8),
             pl.when(pl.col("tag_b") < len(TAGS))
-            .then(
-                pl.col("tag_b").replace_strict(
-                    list(range(len(TAGS))), list(tags_lookup), default=None, return_dtype=pl.Utf8
-                )
-            )
+            .then(pl.col("tag_b").replace_strict(codes, names, default=None, return_dtype=pl.Utf8))
             .otherwise(pl.lit(None, dtype=pl.Utf8)),
         )
         .list.drop_nulls()
-        .list.unique(maintain_order=True),
-        custom_fields=pl.lit('{"plan":"')
-        + pl.col("plan")
-        + pl.lit('","score":')
-        + pl.col("score").cast(pl.Utf8)
-        + pl.lit("}"),
-    )
-    if duplicate_rate > 0:
-        frame = _inject_duplicates(frame, rng, duplicate_rate)
-    return frame.select(
-        "email", "first_name", "last_name", "phone", "company", "job_title", "tags", "custom_fields"
+        .list.unique(maintain_order=True)
     )
 
 

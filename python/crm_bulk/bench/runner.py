@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import os
@@ -28,14 +27,13 @@ from typing import Any
 import polars as pl
 import psycopg
 
-from crm_bulk.bench import cpu, profiling, scenarios, stages
+from crm_bulk.bench import cpu, profiling, require_bench_extra, scenarios, stages
 from crm_bulk.bench.baselines import BaselineResult, SeedEstimate
 from crm_bulk.bench.client import Account, ApiClient, encode_body
 from crm_bulk.bench.datagen import generate_contacts
 from crm_bulk.bench.load import run_load
-from crm_bulk.bench.report import machine_facts
+from crm_bulk.bench.report import machine_facts, method_notes
 from crm_bulk.bench.stack import BenchStack, StackOptions
-from crm_bulk.errors import ConfigError
 from crm_bulk.sqlfiles import query
 
 log = logging.getLogger(__name__)
@@ -102,6 +100,52 @@ def _postgres_version(dsn: str) -> str:
     return str(row[0]) if row else "unknown"
 
 
+@dataclass(frozen=True)
+class _PlatformRun:
+    """A scenario's job as the platform ran it: its final state, when it was posted and answered (epoch
+    seconds), the CPU seconds it took per part, and the profile when one was recorded."""
+
+    job: dict[str, Any]
+    posted_at: float
+    answered_at: float
+    cpu_seconds: dict[str, float]
+    profile: dict[str, Any] | None
+
+
+def _job_facts(
+    run: _PlatformRun, line: stages.Timeline, stats: dict[str, Any], *, upload: bool, processes: int
+) -> dict[str, Any]:
+    """The platform side of a scenario's results: stages, outcomes, CPU, chunks."""
+    return {
+        "stages": stages.stages(
+            line, posted_at=run.posted_at, answered_at=run.answered_at, upload=upload, processes=processes
+        ),
+        "job": {
+            k: run.job[k] for k in ("id", "status", "total", "succeeded", "failed", "skipped", "cancelled")
+        },
+        "cpu_seconds": run.cpu_seconds,
+        "chunks": line.chunks,
+        "chunk_latency_ms": stats["chunk_latency_ms"],
+        "errors_by_code": stats["errors_by_code"],
+        "skipped_by_reason": stats["skipped_by_reason"],
+    }
+
+
+def _baseline_facts(ceiling: BaselineResult, seed: SeedEstimate) -> dict[str, Any]:
+    """The ceiling's and the seed's side of a scenario's results."""
+    return {
+        "ceiling": {"rows": ceiling.rows, "seconds": ceiling.seconds, "streams": ceiling.streams},
+        "seed": {
+            "entities": seed.entities,
+            "sampled_rows": seed.sampled_rows,
+            "sample_seconds": seed.sample_seconds,
+            "per_row_ms": seed.per_row_ms,
+            "estimated_seconds": seed.estimated_seconds,
+            "method": seed.method,
+        },
+    }
+
+
 class _Run:
     """One bench run's state: the stack, the API client, the accounts and the data."""
 
@@ -141,46 +185,15 @@ class _Run:
         """The platform's run, then the seed sample and the ceiling, of one scenario."""
         assert self.platform is not None
         dsn, name = self.stack.dsn, scenario.name
-        processes = self.stack.options.processes
-        ids: list[int] | None = None
-        if name == "update_ids":
-            ids = scenarios.live_ids(dsn, self.platform.account_id).tolist()
-        _prepare_table(dsn)
-        recording = None
-        if self.options.profile is not None:
-            recording = profiling.Recording(self.options.profile, name)
-            recording.start({"workers": self.stack.pid("worker"), "api": self.stack.pid("api")})
-        self.progress(f"{name}: platform …")
-        roots = self._cpu_roots()
-        cpu_before = cpu.sample(roots)
-        try:
-            job, posted_at, answered_at = self.submit_and_wait(self.platform, name, data=data, ids=ids)
-        finally:
-            profile = recording.stop() if recording is not None else None
-        cpu_seconds = cpu.spent(cpu_before, cpu.sample(roots))
-        stages.wait_shipped(dsn, job["id"], timeout=SHIP_TIMEOUT_SECONDS)
-        line = stages.timeline(dsn, job["id"])
-        stats = self.api.stats(self.platform, job["id"])
-        entities = int(job["total"])
-        seconds = (line.finished or answered_at) - posted_at
+        run = self._platform_run(name, data)
+        stages.wait_shipped(dsn, run.job["id"], timeout=SHIP_TIMEOUT_SECONDS)
+        line = stages.timeline(dsn, run.job["id"])
+        stats = self.api.stats(self.platform, run.job["id"])
+        entities = int(run.job["total"])
+        seconds = (line.finished or run.answered_at) - run.posted_at
         eps = entities / seconds if seconds > 0 else 0.0
         self.progress(f"{name}: {entities:,} entities in {seconds:.1f} s ({eps:,.0f}/s); baselines …")
-        if name == "import":
-            _prepare_table(dsn)
-            ceiling = self._ceiling(name, data)
-            seed = self._seed(name, data)
-            self.aligned = scenarios.align_ceiling_account(
-                dsn, ceiling_account=self.ceiling_account, platform_account=self.platform.account_id
-            )
-            if self.aligned:
-                self.progress(
-                    f"import: {self.aligned:,} rows the platform did not write were removed from the "
-                    "ceiling's account"
-                )
-        else:
-            seed = self._seed(name, data)
-            _prepare_table(dsn)
-            ceiling = self._ceiling(name, data)
+        ceiling, seed = self._baselines(name, data)
         ceiling_eps = entities / ceiling.seconds if ceiling.seconds > 0 else 0.0
         seed_eps = seed.entities_per_second
         self.progress(f"{name}: ceiling {ceiling_eps:,.0f}/s, seed {seed_eps:,.0f}/s (extrapolated)")
@@ -194,36 +207,58 @@ class _Run:
             "seed_entities_per_second": seed_eps,
             "ratio_to_ceiling": eps / ceiling_eps if ceiling_eps else None,
             "ratio_to_seed": eps / seed_eps if seed_eps else 0.0,
-            "stages": stages.stages(
-                line,
-                posted_at=posted_at,
-                answered_at=answered_at,
-                upload=name == "import",
-                processes=processes,
-            ),
-            "job": {
-                k: job[k] for k in ("id", "status", "total", "succeeded", "failed", "skipped", "cancelled")
-            },
-            "cpu_seconds": cpu_seconds,
-            "chunks": line.chunks,
-            "chunk_latency_ms": stats["chunk_latency_ms"],
-            "errors_by_code": stats["errors_by_code"],
-            "skipped_by_reason": stats["skipped_by_reason"],
-            "ceiling": {"rows": ceiling.rows, "seconds": ceiling.seconds, "streams": ceiling.streams},
-            "seed": {
-                "entities": seed.entities,
-                "sampled_rows": seed.sampled_rows,
-                "sample_seconds": seed.sample_seconds,
-                "per_row_ms": seed.per_row_ms,
-                "estimated_seconds": seed.estimated_seconds,
-                "method": seed.method,
-            },
-            "posted_at": posted_at,
+            **_job_facts(run, line, stats, upload=name == "import", processes=self.stack.options.processes),
+            **_baseline_facts(ceiling, seed),
+            "posted_at": run.posted_at,
             "throughput": stats["throughput"],
         }
-        if profile is not None:
-            result["profile"] = profile
+        if run.profile is not None:
+            result["profile"] = run.profile
         return result
+
+    def _platform_run(self, name: str, data: scenarios.BenchData) -> _PlatformRun:
+        """Post the scenario's job and wait for it, charging the CPU it took (and profiling it if asked)."""
+        assert self.platform is not None
+        ids: list[int] | None = None
+        if name == "update_ids":
+            ids = scenarios.live_ids(self.stack.dsn, self.platform.account_id).tolist()
+        _prepare_table(self.stack.dsn)
+        recording = None
+        if self.options.profile is not None:
+            recording = profiling.Recording(self.options.profile, name)
+            recording.start({"workers": self.stack.pid("worker"), "api": self.stack.pid("api")})
+        self.progress(f"{name}: platform …")
+        roots = self._cpu_roots()
+        cpu_before = cpu.sample(roots)
+        try:
+            job, posted_at, answered_at = self.submit_and_wait(self.platform, name, data=data, ids=ids)
+        finally:
+            profile = recording.stop() if recording is not None else None
+        cpu_seconds = cpu.spent(cpu_before, cpu.sample(roots))
+        return _PlatformRun(job, posted_at, answered_at, cpu_seconds, profile)
+
+    def _baselines(self, name: str, data: scenarios.BenchData) -> tuple[BaselineResult, SeedEstimate]:
+        """The scenario's ceiling and seed sample, in the order that leaves both the same data."""
+        assert self.platform is not None
+        dsn = self.stack.dsn
+        if name != "import":
+            # The seed goes first, with values of its own and a sampled delete undone: the ceiling after it
+            # still changes every row.
+            seed = self._seed(name, data)
+            _prepare_table(dsn)
+            return self._ceiling(name, data), seed
+        _prepare_table(dsn)
+        ceiling = self._ceiling(name, data)
+        seed = self._seed(name, data)
+        self.aligned = scenarios.align_ceiling_account(
+            dsn, ceiling_account=self.ceiling_account, platform_account=self.platform.account_id
+        )
+        if self.aligned:
+            self.progress(
+                f"import: {self.aligned:,} rows the platform did not write were removed from the "
+                "ceiling's account"
+            )
+        return ceiling, seed
 
     def _cpu_roots(self) -> dict[str, int]:
         """The process trees whose CPU time a job is charged: services, PostgreSQL (when the bench's own),
@@ -287,32 +322,9 @@ class _Run:
         return {"entities": data.rows, "runs": runs, "best": best}
 
 
-def _notes(options: BenchOptions) -> list[str]:
-    processes = options.stack.processes
-    return [
-        "seconds: from the POST to the job's terminal status (its finished_at), upload, planning, "
-        "queueing and applying included; the outcome log reaches ClickHouse after that (log_shipping).",
-        f"ceiling: {processes} parallel stream(s) (one per worker process) on a second account seeded "
-        "with the same rows; per stream one transaction: a binary COPY of its share of the input "
-        "(import: the rows already validated, normalised and de-duplicated by the platform's kernels, "
-        "outside the timing; update_ids: the ids) into a temp table and one set-based statement; filter "
-        "and `all` targets: one UPDATE per id range. No API, queue or outcome log. Its rate is the "
-        "scenario's entities over its time.",
-        "seed: the seed algorithm run sequentially on one connection, TIMED ON A SAMPLE of "
-        f"{options.seed_pages} pages of 1000 rows spread over the target range and EXTRAPOLATED to the "
-        "whole job (per scenario `seed.method` in the JSON); it works on the ceiling's account with "
-        "values of its own, a sampled delete undone untimed.",
-        "before each platform and ceiling run: VACUUM (ANALYZE) contacts and CHECKPOINT, untimed.",
-        "the benchmark account's limits are raised to the API's maxima (10,000,000 entities/s, "
-        "1,000,000 requests/minute) so the platform, not the account's rate limit, is measured.",
-    ]
-
-
 def run_bench(options: BenchOptions, *, progress: Progress) -> dict[str, Any]:
     """Run the whole benchmark; return the results document (see `crm_bulk.bench.report`)."""
-    missing = [name for name in ("matplotlib", "locust") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ConfigError("crm-bulk bench", f"needs {' and '.join(missing)}: pip install 'crm-bulk[dev]'")
+    require_bench_extra()
     if options.profile is not None:
         options.profile.mkdir(parents=True, exist_ok=True)
         profiling.py_spy()
@@ -353,13 +365,20 @@ def run_bench(options: BenchOptions, *, progress: Progress) -> dict[str, Any]:
                 profiling.copy_server_log(stack.server_log, options.profile)
         finally:
             run.close()
-    notes = _notes(options)
-    if run.aligned:
-        notes.append(
-            f"the platform's import wrote {run.aligned:,} fewer contacts than the ceiling's (see the "
-            "outcomes); those rows were removed from the ceiling's account (untimed) so every later "
-            "scenario changes identical data on both sides."
-        )
+    return _document(options, machine, results, load, sweep, aligned=run.aligned)
+
+
+def _document(
+    options: BenchOptions,
+    machine: dict[str, Any],
+    results: list[dict[str, Any]],
+    load: dict[str, Any],
+    sweep: dict[str, Any] | None,
+    *,
+    aligned: int,
+) -> dict[str, Any]:
+    """The results document: the machine, the configuration, every scenario, the API load, the notes."""
+    notes = method_notes(processes=options.stack.processes, seed_pages=options.seed_pages, aligned=aligned)
     document: dict[str, Any] = {
         "machine": machine,
         "command": options.command,

@@ -180,34 +180,9 @@ def run_seed(
     values of their own, and a sampled delete is undone, so the ceiling that follows meets the same data.
     """
     if name == "import":
-        try:
-            return baselines.seed_listed_rows(
-                dsn,
-                rows=data.seed_rows.with_columns(account_id=pl.lit(scratch_account_id)),
-                entities=data.rows,
-                row_statement="seed_insert",
-                pages=pages,
-                method="one INSERT … ON CONFLICT per row (autocommit, 3 attempts), email trimmed and "
-                "lower-cased in Python",
-            )
-        finally:
-            with psycopg.connect(dsn) as conn:
-                conn.execute(
-                    query("postgres", "bench", "delete_account_contacts"), {"account_id": scratch_account_id}
-                )
+        return _seed_import(dsn, scratch_account_id=scratch_account_id, data=data, pages=pages)
     if name == "update_ids":
-        ids = live_ids(dsn, account_id)
-        rows = pl.DataFrame({"id": ids}).with_columns(
-            account_id=pl.lit(account_id), value=pl.lit(NEW_COMPANY + SEED_SUFFIX)
-        )
-        return baselines.seed_listed_rows(
-            dsn,
-            rows=rows,
-            entities=rows.height,
-            row_statement="seed_set_company",
-            pages=pages,
-            method="pages of 1000 ids from the list, one UPDATE per row (autocommit, 3 attempts)",
-        )
+        return _seed_update_ids(dsn, account_id=account_id, pages=pages)
     statement, value, target = {
         "update_filter": ("seed_set_job_title", NEW_TITLE + SEED_SUFFIX, ALL_CONTACTS),
         "add_tags": ("seed_add_tag", NEW_TAG + "-seed", {}),
@@ -229,3 +204,38 @@ def run_seed(
                 query("postgres", "bench", "seed_undelete"), {"account_id": account_id, "ids": touched}
             )
     return estimate
+
+
+def _seed_import(dsn: str, *, scratch_account_id: int, data: BenchData, pages: int) -> SeedEstimate:
+    """The seed's import sample, written to the scratch account and removed from it afterwards."""
+    try:
+        return baselines.seed_listed_rows(
+            dsn,
+            rows=data.seed_rows.with_columns(account_id=pl.lit(scratch_account_id)),
+            entities=data.rows,
+            row_statement="seed_insert",
+            pages=pages,
+            method="one INSERT … ON CONFLICT per row (autocommit, 3 attempts), email trimmed and "
+            "lower-cased in Python",
+        )
+    finally:
+        with psycopg.connect(dsn) as conn:
+            conn.execute(
+                query("postgres", "bench", "delete_account_contacts"), {"account_id": scratch_account_id}
+            )
+
+
+def _seed_update_ids(dsn: str, *, account_id: int, pages: int) -> SeedEstimate:
+    """The seed's update-by-ids sample: pages of the id list, a company value of its own per row."""
+    ids = live_ids(dsn, account_id)
+    rows = pl.DataFrame({"id": ids}).with_columns(
+        account_id=pl.lit(account_id), value=pl.lit(NEW_COMPANY + SEED_SUFFIX)
+    )
+    return baselines.seed_listed_rows(
+        dsn,
+        rows=rows,
+        entities=rows.height,
+        row_statement="seed_set_company",
+        pages=pages,
+        method="pages of 1000 ids from the list, one UPDATE per row (autocommit, 3 attempts)",
+    )
