@@ -22,8 +22,9 @@ from crm_bulk.jobs.repository import get_job
 from crm_bulk.queue.postgres_queue import PostgresQueue
 from crm_bulk.ratelimit import InProcessLimiter
 from crm_bulk.retry import RetryPolicy
-from crm_bulk.worker import chunk_worker
+from crm_bulk.worker import ledger_access
 from crm_bulk.worker.chunk_worker import ChunkWorker
+from crm_bulk.worker.ledger_access import PostgresWorkerLedger
 from crm_bulk.worker.pacing import EntityPacer
 from tests.databases import quiet_connection
 from tests.integration.pipeline_support import make_account, own_database, seed_contacts, submit_tagging
@@ -88,7 +89,7 @@ def _worker(
     )
     return ChunkWorker(
         name="w-test",
-        database_url=url,
+        ledger=PostgresWorkerLedger(url),
         consumer=queue,
         pacer=pacer,
         policy=RetryPolicy(attempts=3, wait_seconds=WAIT),
@@ -113,7 +114,7 @@ def test_transient_errors_are_retried_at_the_fixed_interval_then_applied(
     conn: Conn, queue: PostgresQueue, retry_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     account, job_id = _released_job(conn, queue)
-    monkeypatch.setattr(chunk_worker, "apply_chunk", _flaky({0: [RetryableError("deadlock detected")] * 2}))
+    monkeypatch.setattr(ledger_access, "apply_chunk", _flaky({0: [RetryableError("deadlock detected")] * 2}))
     worker = _worker(retry_db, queue)
     started = time.monotonic()
     counters = worker.run(burst=True, idle_exit_seconds=0.5)
@@ -144,7 +145,7 @@ def test_a_chunk_that_exhausts_its_retries_is_dead_lettered_and_failed_with_outc
 ) -> None:
     account, job_id = _released_job(conn, queue)
     monkeypatch.setattr(
-        chunk_worker, "apply_chunk", _flaky({1: [RetryableError("serialization failure")] * 3})
+        ledger_access, "apply_chunk", _flaky({1: [RetryableError("serialization failure")] * 3})
     )
     counters = _worker(retry_db, queue).run(burst=True, idle_exit_seconds=0.5)
     assert (counters.applied, counters.retries, counters.failed) == (1, 2, 1)
@@ -171,7 +172,7 @@ def test_a_permanent_error_is_not_retried(
     conn: Conn, queue: PostgresQueue, retry_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     account, job_id = _released_job(conn, queue, contacts=10)
-    monkeypatch.setattr(chunk_worker, "apply_chunk", _flaky({0: [PermanentError("outcome count mismatch")]}))
+    monkeypatch.setattr(ledger_access, "apply_chunk", _flaky({0: [PermanentError("outcome count mismatch")]}))
     counters = _worker(retry_db, queue).run(burst=True, idle_exit_seconds=0.5)
     assert (counters.applied, counters.retries, counters.failed) == (0, 0, 1)
     finish_jobs(conn)
@@ -198,7 +199,7 @@ def test_stopping_during_a_retry_wait_leaves_the_chunk_for_redelivery(
     conn: Conn, queue: PostgresQueue, retry_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     account, job_id = _released_job(conn, queue, contacts=10)
-    monkeypatch.setattr(chunk_worker, "apply_chunk", _flaky({0: [RetryableError("deadlock")] * 5}))
+    monkeypatch.setattr(ledger_access, "apply_chunk", _flaky({0: [RetryableError("deadlock")] * 5}))
     stop = threading.Event()
     worker = _worker(retry_db, queue, stop=stop)
     threading.Timer(WAIT / 2, stop.set).start()
@@ -207,7 +208,7 @@ def test_stopping_during_a_retry_wait_leaves_the_chunk_for_redelivery(
     queue.close()
     # Nothing was acknowledged: the chunk is still queued, and the next worker applies it.
     assert queue.lag() == 1
-    monkeypatch.setattr(chunk_worker, "apply_chunk", engine.apply_chunk)
+    monkeypatch.setattr(ledger_access, "apply_chunk", engine.apply_chunk)
     assert _worker(retry_db, queue).run(burst=True, idle_exit_seconds=0.5).applied == 1
     finish_jobs(conn)
     assert get_job(conn, account, job_id).status == "completed"

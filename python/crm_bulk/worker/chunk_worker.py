@@ -16,19 +16,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 from uuid import UUID
 
 import psycopg
 
-from crm_bulk.apply.engine import ChunkResult, apply_chunk
-from crm_bulk.entitylog.events import record_event
+from crm_bulk.apply.engine import ChunkResult
 from crm_bulk.errors import CrmBulkError, RetryableError
-from crm_bulk.ledger import FINAL_CHUNK_STATES, fail_chunk, look_up_chunk, note_retry
-from crm_bulk.postgres import OnDemandConnection
+from crm_bulk.ledger import FINAL_CHUNK_STATES
 from crm_bulk.queue.protocol import ChunkConsumer, Delivery
 from crm_bulk.retry import RetryPolicy, RetryStopped, on_types, until_stopped
 from crm_bulk.worker import metrics
+from crm_bulk.worker.ledger_access import WorkerLedger
 from crm_bulk.worker.pacing import EntityPacer, PacingInterruptedError
 
 log = logging.getLogger(__name__)
@@ -72,7 +71,7 @@ class ChunkWorker:
         self,
         *,
         name: str,
-        database_url: str,
+        ledger: WorkerLedger,
         consumer: ChunkConsumer,
         pacer: EntityPacer,
         policy: RetryPolicy,
@@ -87,7 +86,7 @@ class ChunkWorker:
         self._stop = stop
         self._max_messages = max_messages
         self._poll_timeout = poll_timeout
-        self._db = OnDemandConnection(database_url)
+        self._ledger = ledger
         self.counters = WorkerCounters()
 
     def __repr__(self) -> str:
@@ -118,7 +117,7 @@ class ChunkWorker:
                 self._handle_batch(batch)
                 idle_since = time.monotonic()
         finally:
-            self._db.close()
+            self._ledger.close()
         log.info("%s stopped: %s", self.name, self.counters)
         return self.counters
 
@@ -162,17 +161,18 @@ class ChunkWorker:
             job_id = UUID(message.job_id)
         except ValueError:
             return self._give_up(delivery, None, 1, f"message names no job: {message.job_id!r}")
-        looked_up = self._lookup(job_id, message.chunk_no)
-        if looked_up is None:
+        found = self._with_database(lambda: self._ledger.look_up(job_id, message.chunk_no))
+        if found is None:
             return self._give_up(
                 delivery, None, 1, f"chunk {message.chunk_no} of job {job_id} is not in the ledger"
             )
-        state, rate = looked_up
-        if state in FINAL_CHUNK_STATES:
+        if found.state in FINAL_CHUNK_STATES:
             self.counters.already_done += 1
             metrics.CHUNKS.labels("already_done").inc()
             return "already_done"
-        self._pace(job_id, message.account_id, message.chunk_no, message.entity_count, rate)
+        self._pace(
+            job_id, message.account_id, message.chunk_no, message.entity_count, found.entities_per_second
+        )
         result = self._apply_with_retries(delivery, job_id)
         if result is None:
             return "failed"
@@ -195,11 +195,12 @@ class ChunkWorker:
         attempt = 1
         while True:
             try:
-                return apply_chunk(self._connection(), job_id, chunk_no, worker=self.name, attempt=attempt)
+                self._connect()
+                return self._ledger.apply(job_id, chunk_no, worker=self.name, attempt=attempt)
             except WorkerStoppingError:
                 raise
             except Exception as exc:
-                self._db.drop_if_broken()
+                self._ledger.drop()
                 decision = self._policy.decide(exc, attempt)
                 if not decision.retry:
                     self._give_up(delivery, job_id, attempt, decision.reason)
@@ -229,14 +230,7 @@ class ChunkWorker:
         if waited >= PACED_EVENT_SECONDS:
             detail = f"waited {waited:.1f} s for {entities} entities at {rate:g}/s"
             self._with_database(
-                lambda conn: record_event(
-                    conn,
-                    job_id=job_id,
-                    account_id=account_id,
-                    event="paced",
-                    chunk_no=chunk_no,
-                    detail=detail,
-                )
+                lambda: self._ledger.record_paced(job_id, account_id, chunk_no, detail=detail)
             )
 
     def _give_up(self, delivery: Delivery, job_id: UUID | None, attempts: int, reason: str) -> str:
@@ -252,13 +246,8 @@ class ChunkWorker:
         if job_id is not None:
             try:
                 self._with_database(
-                    lambda conn: fail_chunk(
-                        conn,
-                        job_id,
-                        delivery.message.chunk_no,
-                        reason=reason,
-                        worker=self.name,
-                        attempts=attempts,
+                    lambda: self._ledger.fail(
+                        job_id, delivery.message.chunk_no, reason=reason, worker=self.name, attempts=attempts
                     )
                 )
             except (psycopg.Error, CrmBulkError):
@@ -276,26 +265,25 @@ class ChunkWorker:
     def _note_retry(self, job_id: UUID, chunk_no: int, attempt: int, reason: str) -> None:
         """Best effort: the retry goes ahead even if the note cannot be written (the database may be down)."""
         try:
-            note_retry(self._db.get(), job_id, chunk_no, attempt=attempt, reason=reason)
+            self._ledger.note_retry(job_id, chunk_no, attempt=attempt, reason=reason)
         except (psycopg.Error, CrmBulkError) as exc:
-            self._db.drop_if_broken()
+            self._ledger.drop()
             log.warning("%s: could not note retry of job %s chunk %s: %s", self.name, job_id, chunk_no, exc)
 
-    def _lookup(self, job_id: UUID, chunk_no: int) -> tuple[str, float] | None:
-        def read(conn: psycopg.Connection[Any]) -> tuple[str, float] | None:
-            found = look_up_chunk(conn, job_id, chunk_no)
-            return None if found is None else (found.state, found.entities_per_second)
+    def _with_database(self, action: Callable[[], T]) -> T:
+        """Run `action()` on a connected ledger, waiting out connection failures (they are not the chunk's
+        fault)."""
 
-        return self._with_database(read)
+        def attempt() -> T:
+            self._connect()
+            return action()
 
-    def _with_database(self, action: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """Run `action(conn)`, waiting out connection failures (they are not the chunk's fault)."""
         try:
             return DATABASE_CALL_RETRY.call(
-                lambda: action(self._connection()),
+                attempt,
                 what=f"{self.name}: database call",
                 stop=self._stop,
-                on_retry=lambda _exc: self._db.drop_if_broken(force=True),
+                on_retry=lambda _exc: self._ledger.drop(force=True),
                 logger=log,
             )
         except RetryStopped as exc:
@@ -308,11 +296,11 @@ class ChunkWorker:
         except RetryStopped as exc:
             raise WorkerStoppingError(f"stopping before {what} succeeded") from exc
 
-    def _connection(self) -> psycopg.Connection[Any]:
-        """The connection, reconnecting with backoff until the database answers (or the worker stops)."""
+    def _connect(self) -> None:
+        """Reconnect with backoff until the database answers (or the worker stops)."""
         try:
-            return RECONNECT_RETRY.call(
-                self._db.get, what=f"{self.name}: connect", stop=self._stop, logger=log
+            RECONNECT_RETRY.call(
+                self._ledger.connect, what=f"{self.name}: connect", stop=self._stop, logger=log
             )
         except RetryStopped as exc:
             raise WorkerStoppingError("stopping while the database is unavailable") from exc

@@ -55,6 +55,7 @@ def worker_process_main(settings: Settings, slot: int, burst: bool) -> None:
     from crm_bulk.ratelimit import limiter_from_settings
     from crm_bulk.retry import RetryPolicy
     from crm_bulk.worker.chunk_worker import ChunkWorker
+    from crm_bulk.worker.ledger_access import PostgresWorkerLedger
     from crm_bulk.worker.pacing import EntityPacer
 
     logging.basicConfig(
@@ -74,7 +75,7 @@ def worker_process_main(settings: Settings, slot: int, burst: bool) -> None:
     pacer = EntityPacer(limiter_from_settings(settings), namespace=settings.namespace, stop=stop)
     worker = ChunkWorker(
         name=name,
-        database_url=settings.postgres_dsn,
+        ledger=PostgresWorkerLedger(settings.postgres_dsn),
         consumer=consumer,
         pacer=pacer,
         policy=RetryPolicy.from_settings(settings),
