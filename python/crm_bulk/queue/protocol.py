@@ -8,6 +8,7 @@ in-memory twin for tests (`memory_queue`) pass the same contract tests.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, Self
@@ -36,7 +37,7 @@ class Delivery:
         return f"{self.message.job_id}/{self.message.chunk_no} @ {self.partition}:{self.offset}"
 
 
-class ClosingContext:
+class ClosingContext(ABC):
     """`with` support shared by the queue clients: the block's end closes the client."""
 
     def __enter__(self) -> Self:
@@ -47,9 +48,9 @@ class ClosingContext:
         """Close."""
         self.close()
 
+    @abstractmethod
     def close(self) -> None:
         """Release what the client holds."""
-        raise NotImplementedError
 
 
 class ChunkPublisher(Protocol):
