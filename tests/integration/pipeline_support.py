@@ -21,11 +21,12 @@ import psycopg
 
 from crm_bulk.actions.specs import BulkActionRequest, Target
 from crm_bulk.dispatch import run_scheduler
+from crm_bulk.entitylog.shipper import run_shipper
+from crm_bulk.entitylog.store import ClickHouseStore
 from crm_bulk.jobs.repository import TERMINAL_STATUSES, Job, create_job, get_job
 from crm_bulk.settings import Settings
-from crm_bulk.shipper import run_shipper
-from crm_bulk.store.clickhouse import ClickHouseStore
 from tests import databases
+from tests.integration.entitylog_support import client_of
 
 JWT_SECRET = "pipeline-tests-secret-0123456789abcdef"
 ROOT = Path(__file__).resolve().parents[2]
@@ -281,7 +282,7 @@ def ledger_summary(conn: psycopg.Connection[Any], job_id: UUID) -> dict[str, int
 
 def clickhouse_counts(store: ClickHouseStore, job_id: UUID, account_id: int) -> tuple[int, int, int]:
     """(rows as reads see them, distinct (chunk, row) identities, distinct entity ids) of a job's log."""
-    result = store.client().query(
+    result = client_of(store).query(
         "SELECT count(), uniqExact(chunk_no, row_no), uniqExact(entity_id) FROM entity_outcomes FINAL "
         "WHERE account_id = {a:UInt64} AND job_id = {j:UUID}",
         parameters={"a": account_id, "j": str(job_id)},

@@ -23,9 +23,9 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from crm_bulk.apply.engine import apply_chunk
+from crm_bulk.entitylog.shipper import ship_outcomes
 from crm_bulk.jobs.lifecycle import finish_jobs, start_planned_jobs
 from crm_bulk.planner import plan_job
-from crm_bulk.shipper import ship_outcomes
 from tests.integration.api_support import (
     Tenant,
     assert_problem,

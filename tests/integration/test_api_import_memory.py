@@ -4,8 +4,8 @@ completion by the real scheduler and two worker processes, its log shipped to ch
 The API process's peak memory is read from the kernel: `VmHWM` in /proc/<pid>/status, the resident-set
 high-water mark since the process started, so it covers start-up, the upload, the applying and the shipping.
 Anonymous memory (`RssAnon`, which has no kernel peak) is sampled every 20 ms alongside. The assertion holds
-that whole peak under 500 MB. The chDB engine lives in the API's child process (`crm_bulk.store.host`); its
-peak is printed beside, not asserted.
+that whole peak under 500 MB. The chDB engine lives in the API's child process (`crm_bulk.entitylog.host`);
+its peak is printed beside, not asserted.
 
 The row count is `CRM_BULK_IMPORT_ROWS` (default 1,000,000).
 """

@@ -12,11 +12,13 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pytest
 
+from crm_bulk.entitylog.host import HostEngine, StoreHost
+from crm_bulk.entitylog.outbox import OUTCOME_SCHEMA
+from crm_bulk.entitylog.shipper import ChunkFacts, outcome_rows
+from crm_bulk.entitylog.store import ClickHouseStore, encode_cursor
 from crm_bulk.errors import ValidationError
 from crm_bulk.settings import Settings
-from crm_bulk.shipper import OUTBOX_SCHEMA, ChunkFacts, outcome_rows
-from crm_bulk.store.clickhouse import ClickHouseStore, connect, encode_cursor
-from crm_bulk.store.host import RemoteStore, StoreHost
+from tests.integration.entitylog_support import in_process_store, plain
 
 pytestmark = pytest.mark.clickhouse
 
@@ -68,14 +70,14 @@ def store(
     the same answers. chDB hosts one data path per process, so each store is closed before the next."""
     dsn = f"chdb://{tmp_path_factory.mktemp('chdb')}"
     if request.param == "in_process":
-        ch = connect(dsn)
+        ch = in_process_store(dsn)
         ch.migrate()
         yield ch
         ch.close()
         return
     host = StoreHost(Settings(clickhouse_url=dsn), "postgresql://unused", ship=False)
     host.start()
-    remote = RemoteStore(dsn, host)
+    remote = ClickHouseStore(HostEngine(host))
     try:
         yield remote
     finally:
@@ -109,7 +111,7 @@ def dataset(store: ClickHouseStore) -> Dataset:
                 ],
                 "changed_fields": [None] * ROWS_PER_CHUNK,
             },
-            schema=OUTBOX_SCHEMA,
+            schema=OUTCOME_SCHEMA,
         )
         facts = ChunkFacts(job_id, chunk_no, ACCOUNT, "update", 1, "w-1", at, duration)
         tables.append(outcome_rows(outbox, facts))
@@ -120,7 +122,7 @@ def dataset(store: ClickHouseStore) -> Dataset:
 
 
 def test_stats_match_the_dataset(store: ClickHouseStore, dataset: Dataset) -> None:
-    stats = store.stats(dataset.job_id, ACCOUNT)
+    stats = plain(store.stats(dataset.job_id, ACCOUNT))
     by_outcome = Counter(e.outcome for e in dataset.entities if e.code != "cancelled")
     assert stats["outcomes"] == {
         "succeeded": by_outcome["succeeded"],
@@ -142,7 +144,7 @@ def test_stats_match_the_dataset(store: ClickHouseStore, dataset: Dataset) -> No
 
 
 def test_stats_buckets_can_be_wider(store: ClickHouseStore, dataset: Dataset) -> None:
-    stats = store.stats(dataset.job_id, ACCOUNT, bucket_seconds=5)
+    stats = plain(store.stats(dataset.job_id, ACCOUNT, bucket_seconds=5))
     assert stats["throughput"] == [
         {"t": T0, "entities": 3 * ROWS_PER_CHUNK},
         {"t": T0 + timedelta(seconds=5), "entities": ROWS_PER_CHUNK},
@@ -152,13 +154,13 @@ def test_stats_buckets_can_be_wider(store: ClickHouseStore, dataset: Dataset) ->
 def test_stats_of_another_account_or_unknown_job_are_its_own(
     store: ClickHouseStore, dataset: Dataset
 ) -> None:
-    other = store.stats(dataset.job_id, OTHER_ACCOUNT)
+    other = plain(store.stats(dataset.job_id, OTHER_ACCOUNT))
     assert other["chunk_latency_ms"] == {"p50": 9999.0, "p95": 9999.0, "p99": 9999.0}
-    unknown = store.stats(uuid.uuid4(), ACCOUNT)
+    unknown = plain(store.stats(uuid.uuid4(), ACCOUNT))
     assert unknown["outcomes"] == {"succeeded": 0, "failed": 0, "skipped": 0, "cancelled": 0}
     assert unknown["throughput"] == []
     assert unknown["chunk_latency_ms"] == {"p50": None, "p95": None, "p99": None}
-    assert store.logs(dataset.job_id, ACCOUNT + 100)["items"] == []
+    assert plain(store.logs(dataset.job_id, ACCOUNT + 100))["items"] == []
 
 
 @pytest.mark.parametrize("limit", [1, 7, 40, 1000])
@@ -170,7 +172,7 @@ def test_logs_pagination_covers_every_row_exactly_once(
     cursor: str | None = None
     pages = 0
     while True:
-        page = store.logs(dataset.job_id, ACCOUNT, outcome=outcome, limit=limit, cursor=cursor)
+        page = plain(store.logs(dataset.job_id, ACCOUNT, outcome=outcome, limit=limit, cursor=cursor))
         assert len(page["items"]) <= limit
         seen += [item["entity_id"] for item in page["items"] if item["entity_id"] is not None]
         pages += 1
@@ -185,7 +187,7 @@ def test_logs_pagination_covers_every_row_exactly_once(
 
 def test_log_items_carry_the_entity_fields(store: ClickHouseStore, dataset: Dataset) -> None:
     wanted = next(e for e in dataset.entities if e.outcome == "failed" and e.chunk_no == 1)
-    page = store.logs(dataset.job_id, ACCOUNT, entity_id=wanted.entity_id)
+    page = plain(store.logs(dataset.job_id, ACCOUNT, entity_id=wanted.entity_id))
     assert page == {
         "items": [
             {
@@ -199,7 +201,10 @@ def test_log_items_carry_the_entity_fields(store: ClickHouseStore, dataset: Data
         ],
         "next_cursor": None,
     }
-    assert store.logs(dataset.job_id, ACCOUNT, entity_id=wanted.entity_id, outcome="succeeded")["items"] == []
+    assert (
+        plain(store.logs(dataset.job_id, ACCOUNT, entity_id=wanted.entity_id, outcome="succeeded"))["items"]
+        == []
+    )
 
 
 def test_error_summary_counts_failed_and_skipped(store: ClickHouseStore, dataset: Dataset) -> None:
@@ -246,8 +251,8 @@ def test_cursor_resumes_after_the_row_it_names(store: ClickHouseStore, dataset: 
     first_failed = min(
         (e for e in dataset.entities if e.outcome == "failed"), key=lambda e: (e.chunk_no, e.entity_id)
     )
-    page = store.logs(
-        dataset.job_id, ACCOUNT, limit=1, cursor=encode_cursor("failed", first_failed.chunk_no, 6)
+    page = plain(
+        store.logs(dataset.job_id, ACCOUNT, limit=1, cursor=encode_cursor("failed", first_failed.chunk_no, 6))
     )
     assert page["items"][0]["entity_id"] == first_failed.entity_id + 1
 

@@ -10,10 +10,19 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from crm_bulk.errors import BackendUnavailableError
-from crm_bulk.shipper import OUTBOX_SCHEMA, ChunkFacts, outcome_rows
+from crm_bulk.entitylog.clickhouse import SETTING, ClickHouseEngine, split_statements
+from crm_bulk.entitylog.outbox import OUTCOME_SCHEMA
+from crm_bulk.entitylog.shipper import ChunkFacts, outcome_rows
+from crm_bulk.entitylog.store import ClickHouseStore
+from crm_bulk.errors import BackendUnavailableError, CrmBulkError
 from crm_bulk.sqlfiles import sql_root
-from crm_bulk.store.clickhouse import SETTING, ClickHouseStore, connect, split_statements
+from tests.integration.entitylog_support import (
+    client_of,
+    count_outcomes,
+    engine_of,
+    in_process_store,
+    plain,
+)
 
 pytestmark = pytest.mark.clickhouse
 
@@ -24,7 +33,7 @@ ACCOUNT = 11
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseStore]:
     """One chDB store per module: chDB hosts one data path per process, so it is closed before the next."""
     path = tmp_path_factory.mktemp("chdb")
-    ch = connect(f"chdb://{path}")
+    ch = in_process_store(f"chdb://{path}")
     ch.migrate()
     yield ch
     ch.close()
@@ -44,7 +53,7 @@ def _rows(
             "message": messages,
             "changed_fields": [["email", "company"]] * n,
         },
-        schema=OUTBOX_SCHEMA,
+        schema=OUTCOME_SCHEMA,
     )
     facts = ChunkFacts(
         job_id, chunk_no, ACCOUNT, "update", 1, "w-1", datetime(2026, 3, 1, 12, tzinfo=UTC), 40
@@ -54,14 +63,16 @@ def _rows(
 
 def test_migrate_applies_each_file_once_and_ddl_is_rerunnable(store: ClickHouseStore) -> None:
     assert store.migrate() == []
-    versions = sorted(r[0] for r in store.client().query("SELECT version FROM schema_migrations").result_rows)
+    versions = sorted(
+        r[0] for r in client_of(store).query("SELECT version FROM schema_migrations").result_rows
+    )
     files = sorted(int(p.name[:3]) for p in (sql_root() / "clickhouse").glob("[0-9][0-9][0-9]_*.sql"))
     assert versions == files
     for path in sorted((sql_root() / "clickhouse").glob("[0-9][0-9][0-9]_*.sql")):
         for statement in split_statements(path.read_text()):
-            store.client().command(statement)
+            client_of(store).command(statement)
     engines = dict(
-        store.client()
+        client_of(store)
         .query("SELECT name, engine FROM system.tables WHERE database = currentDatabase()")
         .result_rows
     )
@@ -96,28 +107,29 @@ def test_split_statements(text: str, expected: list[str]) -> None:
 )
 def test_bad_dsn_is_a_backend_error_naming_the_setting(dsn: str) -> None:
     with pytest.raises(BackendUnavailableError) as raised:
-        ClickHouseStore(dsn)
+        ClickHouseEngine(dsn)
     assert raised.value.setting == SETTING == "CRM_BULK_CLICKHOUSE_URL"
     assert raised.value.backend == "clickhouse"
 
 
-def test_unreachable_server_raises_on_connect_and_fails_ping() -> None:
+def test_unreachable_server_raises_on_connect_and_fails_the_check() -> None:
     with pytest.raises(BackendUnavailableError) as raised:
-        connect("http://default:s3cret@127.0.0.1:1/crm")
+        in_process_store("http://default:s3cret@127.0.0.1:1/crm").check()
     assert "s3cret" not in str(raised.value)
-    lazy = ClickHouseStore("http://127.0.0.1:1", connect_timeout=1)
-    assert lazy.ping() is False
+    lazy = in_process_store("http://127.0.0.1:1", connect_timeout=1)
+    with pytest.raises(CrmBulkError):
+        lazy.check()
     with pytest.raises(BackendUnavailableError):
-        lazy.count_outcomes(uuid.uuid4(), ACCOUNT)
+        count_outcomes(lazy, uuid.uuid4(), ACCOUNT)
 
 
-def test_ping_answers_on_chdb(store: ClickHouseStore) -> None:
-    assert store.ping() is True
-    assert store.kind == "chdb"
+def test_the_check_answers_on_chdb(store: ClickHouseStore) -> None:
+    store.check()
+    assert engine_of(store).kind == "chdb"
 
 
 def test_a_second_chdb_path_in_the_same_process_is_refused(store: ClickHouseStore, tmp_path: Path) -> None:
-    other = ClickHouseStore(f"chdb://{tmp_path / 'other'}")
+    other = ClickHouseEngine(f"chdb://{tmp_path / 'other'}")
     with pytest.raises(BackendUnavailableError):
         other.client()
 
@@ -139,11 +151,11 @@ def test_hostile_strings_round_trip_as_data(store: ClickHouseStore) -> None:
     job_id = uuid.uuid4()
     messages = [f"message {s}" for s in reversed(HOSTILE)]
     store.insert_outcomes(_rows(job_id, list(HOSTILE), list(messages)))
-    page = store.logs(job_id, ACCOUNT, limit=100)
+    page = plain(store.logs(job_id, ACCOUNT, limit=100))
     assert [item["email"] for item in page["items"]] == HOSTILE
     assert [item["message"] for item in page["items"]] == messages
-    assert store.count_outcomes(job_id, ACCOUNT) == len(HOSTILE)
-    tables = {r[0] for r in store.client().query("SELECT name FROM system.tables").result_rows}
+    assert count_outcomes(store, job_id, ACCOUNT) == len(HOSTILE)
+    tables = {r[0] for r in client_of(store).query("SELECT name FROM system.tables").result_rows}
     assert "entity_outcomes" in tables
     errors = list(store.iter_errors(job_id, ACCOUNT))
     assert errors[0]["email"].to_list() == HOSTILE
@@ -152,7 +164,7 @@ def test_hostile_strings_round_trip_as_data(store: ClickHouseStore) -> None:
 def test_nulls_become_column_defaults(store: ClickHouseStore) -> None:
     job_id = uuid.uuid4()
     store.insert_outcomes(_rows(job_id, [None, "a@example.com"], [None, "m"]))
-    items = store.logs(job_id, ACCOUNT)["items"]
+    items = plain(store.logs(job_id, ACCOUNT))["items"]
     assert [(i["email"], i["message"]) for i in items] == [("", ""), ("a@example.com", "m")]
     assert items[0]["at"] == datetime(2026, 3, 1, 12, tzinfo=UTC)
 
@@ -162,6 +174,6 @@ def test_inserting_the_same_rows_twice_reads_as_one(store: ClickHouseStore) -> N
     rows = _rows(job_id, ["a@example.com", "b@example.com", "c@example.com"], [None, None, None])
     store.insert_outcomes(rows)
     store.insert_outcomes(rows)
-    assert store.count_outcomes(job_id, ACCOUNT) == 3
+    assert count_outcomes(store, job_id, ACCOUNT) == 3
     assert store.error_summary(job_id, ACCOUNT) == {"invalid_email": 3}
-    assert sum(p["entities"] for p in store.stats(job_id, ACCOUNT)["throughput"]) == 3
+    assert sum(p["entities"] for p in plain(store.stats(job_id, ACCOUNT))["throughput"]) == 3

@@ -16,11 +16,12 @@ from uuid import UUID
 import psycopg
 import pytest
 
+from crm_bulk.entitylog.store import ClickHouseStore
 from crm_bulk.local_postgres import LocalPostgres
 from crm_bulk.queue.kafka_queue import delete_topics
 from crm_bulk.settings import Settings
-from crm_bulk.store.clickhouse import ClickHouseStore, connect
 from crm_bulk.store.migrate import migrate
+from tests.integration.entitylog_support import in_process_store
 from tests.integration.pipeline_support import (
     ROOT,
     clickhouse_counts,
@@ -47,7 +48,7 @@ CHUNK = 2_000
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseStore]:
     """chDB hosts one data path per process: one store for the module."""
-    ch = connect(f"chdb://{tmp_path_factory.mktemp('chdb')}")
+    ch = in_process_store(f"chdb://{tmp_path_factory.mktemp('chdb')}")
     ch.migrate()
     yield ch
     ch.close()

@@ -15,12 +15,13 @@ import pyarrow as pa
 import pytest
 
 from crm_bulk.entitylog.events import record_event
-from crm_bulk.entitylog.outbox import encode_outcomes, outcome_of
+from crm_bulk.entitylog.outbox import OUTCOME_SCHEMA, encode_outcomes, outcome_of
+from crm_bulk.entitylog.shipper import run_shipper, ship_events, ship_outcomes
+from crm_bulk.entitylog.store import ClickHouseStore
 from crm_bulk.errors import BackendUnavailableError
 from crm_bulk.settings import Settings
-from crm_bulk.shipper import OUTBOX_SCHEMA, run_shipper, ship_events, ship_outcomes
-from crm_bulk.store.clickhouse import ClickHouseStore, connect
 from tests.databases import own_database
+from tests.integration.entitylog_support import client_of, count_outcomes, in_process_store, plain
 
 pytestmark = [pytest.mark.postgres, pytest.mark.clickhouse]
 
@@ -47,7 +48,7 @@ def pg(shipper_db: str) -> Iterator[psycopg.Connection[Any]]:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseStore]:
     """One chDB store per module: chDB hosts one data path per process, so it is closed before the next."""
-    ch = connect(f"chdb://{tmp_path_factory.mktemp('chdb')}")
+    ch = in_process_store(f"chdb://{tmp_path_factory.mktemp('chdb')}")
     ch.migrate()
     yield ch
     ch.close()
@@ -74,7 +75,7 @@ def outbox_bytes(chunk_no: int, *, rows: int = ROWS, emails: list[str] | None = 
             "message": [None if i % 3 == 0 else f"row {i}" for i in range(rows)],
             "changed_fields": [["company"] if i % 3 == 0 else None for i in range(rows)],
         },
-        schema=OUTBOX_SCHEMA,
+        schema=OUTCOME_SCHEMA,
     )
     sink = io.BytesIO()
     options = pa.ipc.IpcWriteOptions(compression="zstd")
@@ -120,7 +121,7 @@ def test_ships_each_entity_once_and_clears_the_outbox(
     job_id = make_job(pg, account_id, [outbox_bytes(n) for n in range(4)] + [None])
     assert ship_outcomes(pg, store) == 4
     assert ship_outcomes(pg, store) == 0
-    assert store.count_outcomes(job_id, account_id) == 4 * ROWS
+    assert count_outcomes(store, job_id, account_id) == 4 * ROWS
     assert ledger(pg, job_id) == [
         (0, False, True),
         (1, False, True),
@@ -128,13 +129,13 @@ def test_ships_each_entity_once_and_clears_the_outbox(
         (3, False, True),
         (4, False, False),
     ]
-    stats = store.stats(job_id, account_id)
+    stats = plain(store.stats(job_id, account_id))
     assert stats["outcomes"] == {"succeeded": 4 * 9, "failed": 4 * 8, "skipped": 4 * 8, "cancelled": 0}
     assert stats["chunk_latency_ms"]["p50"] in (51.0, 52.0)
-    first = store.logs(job_id, account_id, outcome="succeeded", limit=1)["items"][0]
+    first = plain(store.logs(job_id, account_id, outcome="succeeded", limit=1))["items"][0]
     assert first["entity_id"] == 0
     row = (
-        store.client()
+        client_of(store)
         .query(
             "SELECT action, attempt, worker, changed_fields FROM entity_outcomes FINAL"
             " WHERE job_id = {job_id:UUID} AND entity_id = 0",
@@ -161,10 +162,10 @@ def test_the_same_chunk_shipped_twice_is_one_row_per_entity(
     )
     pg.commit()
     assert ship_outcomes(pg, store) == 3
-    assert store.count_outcomes(job_id, account_id) == 3 * ROWS
+    assert count_outcomes(store, job_id, account_id) == 3 * ROWS
     assert sum(store.error_summary(job_id, account_id).values()) == 3 * (ROWS - 9)
     raw = (
-        store.client()
+        client_of(store)
         .query(
             "SELECT count() FROM entity_outcomes WHERE job_id = {job_id:UUID}",
             parameters={"job_id": str(job_id)},
@@ -178,13 +179,13 @@ def test_the_same_chunk_shipped_twice_is_one_row_per_entity(
 def broken_clickhouse(request: pytest.FixtureRequest) -> Iterator[ClickHouseStore]:
     """A ClickHouse that is down (connection refused) or hangs (accepts, never answers)."""
     if request.param == "refused":
-        yield ClickHouseStore("http://127.0.0.1:1", connect_timeout=1)
+        yield in_process_store("http://127.0.0.1:1", connect_timeout=1)
         return
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         port = listener.getsockname()[1]
-        yield ClickHouseStore(f"http://127.0.0.1:{port}", connect_timeout=1, send_receive_timeout=1)
+        yield in_process_store(f"http://127.0.0.1:{port}", connect_timeout=1, send_receive_timeout=1)
 
 
 def test_clickhouse_down_or_hanging_raises_and_leaves_the_outbox_intact(
@@ -194,9 +195,9 @@ def test_clickhouse_down_or_hanging_raises_and_leaves_the_outbox_intact(
     with pytest.raises(BackendUnavailableError):
         ship_outcomes(pg, broken_clickhouse)
     assert ledger(pg, job_id) == [(0, True, False), (1, True, False)]
-    assert store.count_outcomes(job_id, account_id) == 0
+    assert count_outcomes(store, job_id, account_id) == 0
     assert ship_outcomes(pg, store) == 2
-    assert store.count_outcomes(job_id, account_id) == 2 * ROWS
+    assert count_outcomes(store, job_id, account_id) == 2 * ROWS
 
 
 def test_batches_are_bounded_and_drain(
@@ -204,7 +205,7 @@ def test_batches_are_bounded_and_drain(
 ) -> None:
     job_id = make_job(pg, account_id, [outbox_bytes(n, rows=3) for n in range(5)])
     assert [ship_outcomes(pg, store, batch_chunks=2) for _ in range(4)] == [2, 2, 1, 0]
-    assert store.count_outcomes(job_id, account_id) == 15
+    assert count_outcomes(store, job_id, account_id) == 15
 
 
 def test_chunks_locked_by_another_shipper_are_passed_over(
@@ -219,7 +220,7 @@ def test_chunks_locked_by_another_shipper_are_passed_over(
         assert ledger(pg, job_id) == [(0, False, True), (1, True, False), (2, False, True)]
         other.rollback()
     assert ship_outcomes(pg, store) == 1
-    assert store.count_outcomes(job_id, account_id) == 6
+    assert count_outcomes(store, job_id, account_id) == 6
 
 
 def test_an_undecodable_outbox_is_left_and_does_not_block_others(
@@ -235,7 +236,7 @@ def test_an_undecodable_outbox_is_left_and_does_not_block_others(
     job_id = make_job(pg, account_id, [b"not arrow", outbox_bytes(1, rows=4), sink.getvalue()])
     assert ship_outcomes(pg, store) == 1
     assert ledger(pg, job_id) == [(0, True, False), (1, False, True), (2, True, False)]
-    assert store.count_outcomes(job_id, account_id) == 4
+    assert count_outcomes(store, job_id, account_id) == 4
     assert "cannot be decoded" in caplog.text
 
 
@@ -255,7 +256,7 @@ def test_polars_written_outbox_with_missing_optional_columns_ships(
     frame.write_ipc_stream(sink, compression="zstd")
     job_id = make_job(pg, account_id, [sink.getvalue()])
     assert ship_outcomes(pg, store) == 1
-    items = store.logs(job_id, account_id)["items"]
+    items = plain(store.logs(job_id, account_id))["items"]
     assert [(i["entity_id"], i["email"], i["outcome"], i["message"]) for i in items] == [
         (None, "", "failed", ""),
         (7, "", "succeeded", ""),
@@ -275,7 +276,7 @@ def test_hostile_emails_ship_as_data(
 ) -> None:
     job_id = make_job(pg, account_id, [outbox_bytes(0, rows=len(HOSTILE), emails=HOSTILE)])
     assert ship_outcomes(pg, store) == 1
-    emails = {i["email"] for i in store.logs(job_id, account_id)["items"]}
+    emails = {i["email"] for i in plain(store.logs(job_id, account_id))["items"]}
     assert emails == set(HOSTILE)
 
 
@@ -295,7 +296,7 @@ def test_events_are_recorded_in_the_callers_transaction_and_shipped_once(
     ).fetchall()
     assert ship_events(pg, store) == 2
     assert ship_events(pg, store) == 0
-    events = store.job_events(job_id, account_id)
+    events = plain(store.job_events(job_id, account_id))
     assert [(e["event"], e["chunk_no"], e["detail"]) for e in events] == [
         ("planned", None, "3 chunks"),
         ("chunk_retried", 2, "it's 'odd'"),
@@ -357,7 +358,7 @@ def test_run_shipper_ships_until_stopped(
         stop.set()
         thread.join(timeout=30)
     assert not thread.is_alive()
-    assert store.count_outcomes(job_id, account_id) == 15
+    assert count_outcomes(store, job_id, account_id) == 15
     counters = result[0]
     assert (counters.chunks, counters.events, counters.failures) == (3, 1, 0)
 
@@ -366,7 +367,7 @@ def test_run_shipper_backs_off_while_clickhouse_is_down(
     pg: psycopg.Connection[Any], account_id: int, shipper_db: str
 ) -> None:
     job_id = make_job(pg, account_id, [outbox_bytes(0, rows=2)])
-    down = ClickHouseStore("http://127.0.0.1:1", connect_timeout=1)
+    down = in_process_store("http://127.0.0.1:1", connect_timeout=1)
     stop = threading.Event()
     result: list[Any] = []
     thread = threading.Thread(
@@ -400,7 +401,7 @@ def test_an_outbox_written_by_the_apply_engine_ships(
     ).with_columns(outcome=outcome_of(pl.col("code")))
     job_id = make_job(pg, account_id, [encode_outcomes(frame)])
     assert ship_outcomes(pg, store) == 1
-    stats = store.stats(job_id, account_id)
+    stats = plain(store.stats(job_id, account_id))
     assert stats["outcomes"] == {"succeeded": 1, "failed": 1, "skipped": 1, "cancelled": 0}
     assert stats["errors_by_code"] == {"invalid_email": 1}
     assert stats["skipped_by_reason"] == {"duplicate_email": 1}

@@ -15,20 +15,22 @@ from uuid import uuid4
 
 import pytest
 
+from crm_bulk.entitylog import host as store_host
+from crm_bulk.entitylog.host import HostEngine, StoreHost
+from crm_bulk.entitylog.store import ClickHouseStore
 from crm_bulk.errors import BackendUnavailableError, CrmBulkError, ValidationError
 from crm_bulk.settings import Settings
-from crm_bulk.store import host as store_host
-from crm_bulk.store.host import RemoteStore, StoreHost
+from tests.integration.entitylog_support import count_outcomes, plain
 
 pytestmark = pytest.mark.clickhouse
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> Iterator[tuple[StoreHost, RemoteStore]]:
+def host(tmp_path: Path) -> Iterator[tuple[StoreHost, ClickHouseStore]]:
     dsn = f"chdb://{tmp_path / 'chdb'}"
     running = StoreHost(Settings(clickhouse_url=dsn), "postgresql://unused", ship=False)
     running.start()
-    remote = RemoteStore(dsn, running)
+    remote = ClickHouseStore(HostEngine(running))
     try:
         yield running, remote
     finally:
@@ -51,30 +53,32 @@ def _gone(pid: int, timeout: float) -> bool:
     return False
 
 
-def test_the_host_migrates_and_answers(host: tuple[StoreHost, RemoteStore]) -> None:
+def test_the_host_migrates_and_answers(host: tuple[StoreHost, ClickHouseStore]) -> None:
     running, remote = host
     assert running.pid is not None and running.pid != os.getpid()
     remote.check()
     assert remote.migrate() == []  # the host applied them when it started
-    assert remote.count_outcomes(uuid4(), 1) == 0
-    assert remote.stats(uuid4(), 1)["outcomes"]["succeeded"] == 0
+    assert count_outcomes(remote, uuid4(), 1) == 0
+    assert plain(remote.stats(uuid4(), 1))["outcomes"]["succeeded"] == 0
 
 
-def test_errors_arrive_with_their_type_and_fields(host: tuple[StoreHost, RemoteStore]) -> None:
+def test_errors_arrive_with_their_type_and_fields(host: tuple[StoreHost, ClickHouseStore]) -> None:
     _, remote = host
+    engine = remote.engine
+    assert isinstance(engine, HostEngine)
     # Raised in the host by the query layer: a query name that does not exist is a bug, reported not hung.
     with pytest.raises(CrmBulkError, match="no_such_query"):
-        remote._rows("no_such_query", {})
+        engine.rows("outcomes", "no_such_query", {})
     # Only the engine primitives run in the host.
     with pytest.raises(CrmBulkError, match="does not run"):
-        remote._call("close")
+        engine._call("close")
     # Validation happens on the API's side, before anything is sent.
     with pytest.raises(ValidationError) as caught:
         remote.logs(uuid4(), 1, limit=0)
     assert caught.value.field == "limit"
 
 
-def test_a_killed_host_is_started_again_by_the_next_call(host: tuple[StoreHost, RemoteStore]) -> None:
+def test_a_killed_host_is_started_again_by_the_next_call(host: tuple[StoreHost, ClickHouseStore]) -> None:
     running, remote = host
     first = running.pid
     assert first is not None
@@ -83,11 +87,11 @@ def test_a_killed_host_is_started_again_by_the_next_call(host: tuple[StoreHost, 
     assert _gone(first, 10)
     remote.check()
     assert running.pid not in (None, first)
-    assert remote.count_outcomes(uuid4(), 1) == 0
+    assert count_outcomes(remote, uuid4(), 1) == 0
 
 
 def test_a_host_that_stops_answering_fails_the_call_instead_of_hanging_it(
-    host: tuple[StoreHost, RemoteStore], monkeypatch: pytest.MonkeyPatch
+    host: tuple[StoreHost, ClickHouseStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     running, remote = host
     pid = running.pid
@@ -116,7 +120,7 @@ def test_stop_ends_the_process_and_calls_then_fail_as_unavailable(tmp_path: Path
     assert _gone(pid, 5)
     assert running.pid is None
     # The API stops its host only at shutdown; a call after that starts one again rather than fail forever.
-    remote = RemoteStore(dsn, running)
+    remote = ClickHouseStore(HostEngine(running))
     remote.check()
     assert running.pid not in (None, pid)
     running.stop()
@@ -129,14 +133,14 @@ def test_a_host_that_cannot_start_reports_why(tmp_path: Path) -> None:
     running = StoreHost(Settings(clickhouse_url=dsn), "postgresql://unused", ship=False)
     try:
         running.start()
-        remote = RemoteStore(dsn, running)
+        remote = ClickHouseStore(HostEngine(running))
         with pytest.raises(BackendUnavailableError):
             remote.check()
     finally:
         running.stop()
 
 
-def test_a_wrong_key_is_refused(host: tuple[StoreHost, RemoteStore]) -> None:
+def test_a_wrong_key_is_refused(host: tuple[StoreHost, ClickHouseStore]) -> None:
     running, _ = host
     with pytest.raises(AuthenticationError):
         Client(running.address, family="AF_UNIX", authkey=b"not the key")
@@ -146,7 +150,7 @@ def test_the_host_exits_when_its_parent_dies(tmp_path: Path) -> None:
     script = (
         "import sys\n"
         "from crm_bulk.settings import Settings\n"
-        "from crm_bulk.store.host import StoreHost\n"
+        "from crm_bulk.entitylog.host import StoreHost\n"
         "if __name__ == '__main__':\n"
         f"    settings = Settings(clickhouse_url='chdb://{tmp_path / 'chdb'}')\n"
         "    host = StoreHost(settings, 'postgresql://unused', ship=False)\n"

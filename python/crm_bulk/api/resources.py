@@ -14,10 +14,11 @@ from psycopg_pool import ConnectionPool
 from crm_bulk.auth.throttle import LoginThrottle
 from crm_bulk.auth.tokens import TokenCodec
 from crm_bulk.deployment import database_url
+from crm_bulk.entitylog.clickhouse import ClickHouseEngine
+from crm_bulk.entitylog.host import HostEngine, StoreHost
+from crm_bulk.entitylog.store import ClickHouseStore
 from crm_bulk.ratelimit import RateLimiter, RedisLimiter, limiter_from_settings
 from crm_bulk.settings import Settings
-from crm_bulk.store.clickhouse import ClickHouseStore
-from crm_bulk.store.host import RemoteStore, StoreHost
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,9 @@ class Resources:
         return cls(
             settings=settings,
             database_url=url,
-            store=ClickHouseStore(settings.clickhouse_dsn)
-            if host is None
-            else RemoteStore(settings.clickhouse_dsn, host),
+            store=ClickHouseStore(
+                ClickHouseEngine(settings.clickhouse_dsn) if host is None else HostEngine(host)
+            ),
             limiter=limiter,
             tokens=TokenCodec.from_settings(settings),
             login_throttle=LoginThrottle(limiter),

@@ -1,16 +1,17 @@
 """The per-chunk outbox: one final outcome row per target entity, as an Arrow IPC stream.
 
-Schema (shared with the log shipper): `row_no int32` (position in the chunk input), `entity_id int64`
-(null for import rows that never got an id), `email utf8`, `outcome utf8`, `code utf8`, `message utf8`,
-`changed_fields list<utf8>`.
+Schema (written by the apply engine and the ledger, read by the log shipper): `row_no int32` (position in the
+chunk input), `entity_id int64` (null for import rows that never got an id), `email utf8`, `outcome utf8`,
+`code utf8`, `message utf8`, `changed_fields list<utf8>`. This module is its one codec.
 """
 
 from __future__ import annotations
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from crm_bulk.ipc import read_ipc, write_ipc
+from crm_bulk.ipc import write_ipc
 
 OUTCOME_SCHEMA = pa.schema(
     [
@@ -24,6 +25,10 @@ OUTCOME_SCHEMA = pa.schema(
     ]
 )
 OUTCOME_COLUMNS: tuple[str, ...] = tuple(OUTCOME_SCHEMA.names)
+# The final outcomes an entity can have, in the order reads report them.
+OUTCOMES: tuple[str, ...] = ("succeeded", "failed", "skipped")
+# Columns without which a row says nothing; the others may be absent (nulls) in an outbox from elsewhere.
+_REQUIRED_COLUMNS = ("row_no", "outcome", "code")
 
 # Every outcome code and the outcome it belongs to.
 CODE_OUTCOME: dict[str, str] = {
@@ -52,14 +57,40 @@ def encode_outcomes(frame: pl.DataFrame) -> bytes:
     return write_ipc(table)
 
 
+def decode_outcome_table(raw: bytes) -> pa.Table:
+    """Outbox bytes as a table of `OUTCOME_SCHEMA`; ValueError or ArrowException if they are not an outbox.
+
+    Optional columns that are absent become nulls; string views and large strings are cast to plain ones.
+    """
+    table = pa.ipc.open_stream(pa.py_buffer(raw)).read_all()
+    missing = [name for name in _REQUIRED_COLUMNS if name not in table.column_names]
+    if missing:
+        raise ValueError(f"outbox lacks columns {missing}")
+    columns = [
+        table.column(f.name).cast(f.type)
+        if f.name in table.column_names
+        else pa.nulls(table.num_rows, f.type)
+        for f in OUTCOME_SCHEMA
+    ]
+    outbox = pa.Table.from_arrays(columns, schema=OUTCOME_SCHEMA)
+    for name in _REQUIRED_COLUMNS:
+        if outbox.column(name).null_count:
+            raise ValueError(f"outbox column {name} holds nulls")
+    if not pc.all(pc.is_in(outbox.column("outcome"), value_set=pa.array(OUTCOMES))).as_py():
+        raise ValueError(f"outbox holds an outcome other than {', '.join(OUTCOMES)}")
+    return outbox
+
+
 def decode_outcomes(raw: bytes) -> pl.DataFrame:
-    """Outbox bytes back as a Polars frame."""
-    return read_ipc(raw)
+    """Outbox bytes back as a Polars frame (`decode_outcome_table`, same checks)."""
+    frame = pl.from_arrow(decode_outcome_table(raw))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 def outcome_counts(frame: pl.DataFrame) -> dict[str, int]:
     """`{"succeeded": n, "failed": n, "skipped": n}` of an outcome frame."""
-    counts = {"succeeded": 0, "failed": 0, "skipped": 0}
+    counts = dict.fromkeys(OUTCOMES, 0)
     grouped = frame.group_by("outcome").len()
     for outcome, n in zip(grouped.get_column("outcome"), grouped.get_column("len"), strict=True):
         counts[str(outcome)] = int(n)

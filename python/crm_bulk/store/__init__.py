@@ -1,1 +1,2 @@
-"""Storage backends: PostgreSQL (entities, jobs, ledger, queue) and ClickHouse (entity log)."""
+"""PostgreSQL storage: the migrations of the entities, jobs, ledger and queue tables (the entity log in
+ClickHouse lives in `crm_bulk.entitylog`)."""

@@ -10,7 +10,6 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import anyio.to_thread
-import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
@@ -26,11 +25,12 @@ from crm_bulk.api.resources import Resources
 from crm_bulk.api.security import editor, viewer
 from crm_bulk.api.uploads import parser_for
 from crm_bulk.auth.accounts import Principal
+from crm_bulk.entitylog.store import MAX_LOG_LIMIT
+from crm_bulk.entitylog.views import ErrorReport, JobStats, LogPage
 from crm_bulk.errors import ConflictError
 from crm_bulk.jobs import repository as jobs
 from crm_bulk.jobs.control import cancel_job
 from crm_bulk.jobs.repository import Job, JobPage
-from crm_bulk.store.clickhouse import MAX_LOG_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -39,56 +39,6 @@ JobStatus = Literal[
 ]
 Outcome = Literal["succeeded", "failed", "skipped"]
 ERROR_CSV_BATCH = 50_000
-
-
-class ThroughputPoint(msgspec.Struct):
-    """Entities that reached their final outcome in the second starting at `t`."""
-
-    t: datetime
-    entities: int
-
-
-class LatencyPercentiles(msgspec.Struct):
-    """Chunk apply time percentiles in milliseconds; null while no chunk has finished."""
-
-    p50: float | None
-    p95: float | None
-    p99: float | None
-
-
-class JobStats(msgspec.Struct):
-    """Aggregates of a job's entity log (ClickHouse)."""
-
-    outcomes: dict[str, int]
-    errors_by_code: dict[str, int]
-    skipped_by_reason: dict[str, int]
-    throughput: list[ThroughputPoint]
-    chunk_latency_ms: LatencyPercentiles
-
-
-class LogItem(msgspec.Struct):
-    """One entity's final outcome."""
-
-    entity_id: int | None
-    email: str
-    outcome: str
-    code: str
-    message: str
-    at: datetime
-
-
-class LogPage(msgspec.Struct):
-    """A page of a job's entity log; `next_cursor` is null on the last page."""
-
-    items: list[LogItem]
-    next_cursor: str | None
-
-
-class ErrorReport(msgspec.Struct):
-    """Failed and skipped entities: counts per code, and the first `limit` of them."""
-
-    summary: dict[str, int]
-    items: list[LogItem]
 
 
 async def _limited(request: Request[Any, Any, Any], limit: int) -> AsyncIterator[bytes]:
@@ -283,7 +233,7 @@ class BulkActionController(Controller):
     ) -> JobStats:
         """From the entity log in ClickHouse; outcomes appear there shortly after their chunk is applied."""
         _job_of(resources, principal.account_id, job_id)
-        return msgspec.convert(resources.store.stats(job_id, principal.account_id), JobStats)
+        return resources.store.stats(job_id, principal.account_id)
 
     @get(
         "/{job_id:uuid}/logs",
@@ -308,10 +258,9 @@ class BulkActionController(Controller):
     ) -> LogPage:
         """Ordered by outcome, chunk and row; pages follow `next_cursor`."""
         _job_of(resources, principal.account_id, job_id)
-        page = resources.store.logs(
+        return resources.store.logs(
             job_id, principal.account_id, outcome=outcome, entity_id=entity_id, limit=limit, cursor=cursor
         )
-        return msgspec.convert(page, LogPage)
 
     @get(
         "/{job_id:uuid}/errors",
@@ -342,10 +291,7 @@ class BulkActionController(Controller):
                 media_type="text/csv; charset=utf-8",
                 headers={"Content-Disposition": f'attachment; filename="{filename}"'},
             )
-        summary = resources.store.error_summary(job_id, account_id)
-        first = next(iter(resources.store.iter_errors(job_id, account_id, batch_size=limit)), None)
-        items = [] if first is None else msgspec.convert(first.head(limit).to_dicts(), list[LogItem])
-        return Response(ErrorReport(summary=summary, items=items))
+        return Response(resources.store.error_report(job_id, account_id, limit=limit))
 
     @post(
         "/{job_id:uuid}/cancel",
