@@ -239,23 +239,6 @@ def test_dedup_agrees_with_polars(data: dict[str, pl.Series]) -> None:
 # Hash ----------------------------------------------------------------------------------------------
 
 
-def test_hash_rust(benchmark: Any, kernel_timings: Timings, data: dict[str, pl.Series]) -> None:
-    hashes = _run(benchmark, kernel_timings, ("hash", "rust"), lambda: kernels.hash_keys(data["key"]), 5)
-    assert isinstance(hashes, pl.Series) and hashes.dtype == pl.UInt64
-
-
-def test_hash_polars(benchmark: Any, kernel_timings: Timings, data: dict[str, pl.Series]) -> None:
-    """Polars' own hash, for speed only: it is not XXH3 and not stable across versions."""
-    hashes = _run(benchmark, kernel_timings, ("hash", "polars"), data["key"].hash, 5)
-    assert isinstance(hashes, pl.Series)
-
-
-def test_hash_python(benchmark: Any, kernel_timings: Timings, data: dict[str, pl.Series]) -> None:
-    values = data["key"].to_list()
-    result = _run(benchmark, kernel_timings, ("hash", "python"), lambda: [ref.hash_key(v) for v in values], 1)
-    assert isinstance(result, list)
-
-
 # Lengths -------------------------------------------------------------------------------------------
 
 LIMITS = {"email": 254, "phone": 32, "key": 40}

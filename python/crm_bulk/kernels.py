@@ -13,8 +13,6 @@ normalize_phones          2.67    0.37*   35.9    Rust: libphonenumber metadata;
                                                   punctuation, it cannot validate, so it is no substitute
 first_occurrence          0.15    0.42    0.57    Rust: one pass over a table of row numbers beats
                                                   ``is_first_distinct`` plus a windowed ``first().over()``
-hash_keys                 0.013   0.003*  0.086   Rust: XXH3-64 is stable across processes and
-                                                  versions; *Polars' ``hash`` is neither
 validate_custom_fields    0.039   n/a     6.3     Rust: a syntax-only JSON scan that tracks depth;
                                                   Polars' ``json_decode`` needs a schema, reports neither
 validate_lengths          0.027   0.009   0.19    Polars: ``len_chars`` per field wins; the Rust
@@ -45,7 +43,6 @@ __all__ = [
     "EMAIL_CODES",
     "PHONE_CODES",
     "first_occurrence",
-    "hash_keys",
     "normalize_emails",
     "normalize_phones",
     "validate_custom_fields",
@@ -127,12 +124,6 @@ class SeenKeys:
 
     def __len__(self) -> int:
         return len(self._seen)
-
-
-def hash_keys(keys: pl.Series) -> pl.Series:
-    """XXH3-64 (seed 0) of each key's UTF-8 bytes as UInt64, null for null keys; stable everywhere."""
-    column = _string_column(keys, "keys")
-    return _series(f"{keys.name}_hash", _core.hash_keys(column))
 
 
 def validate_lengths(frame: pl.DataFrame, limits: Mapping[str, int]) -> pl.Series:

@@ -113,15 +113,6 @@ impl SeenKeys {
     }
 }
 
-/// XXH3-64 of each key's UTF-8 bytes; null for null keys.
-#[pyfunction]
-pub fn hash_keys(py: Python<'_>, keys: &Bound<'_, PyAny>) -> PyResult<ArrowColumn> {
-    let column = import_str_column(keys, "keys")?;
-    let hashes =
-        py.detach(|| without_panics("hash_keys", || Ok(dedup::hash_key_column(&column))))?;
-    Ok(ArrowColumn::new(hashes))
-}
-
 /// Per row, the name of the first column over its character limit; `columns`, `names`, `limits` align.
 #[pyfunction]
 pub fn validate_lengths(

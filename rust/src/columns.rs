@@ -7,7 +7,6 @@ use std::sync::Arc;
 use arrow_array::builder::{make_view, StringViewBuilder};
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Int64Array, LargeStringArray, StringArray, StringViewArray,
-    UInt64Array,
 };
 use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, ScalarBuffer};
 use arrow_schema::DataType;
@@ -376,11 +375,6 @@ pub fn bool_column(values: BooleanBuffer) -> ArrayRef {
 /// An Int64 column with the given null mask.
 pub fn int64_column(values: Vec<i64>, nulls: Option<NullBuffer>) -> ArrayRef {
     Arc::new(Int64Array::new(ScalarBuffer::from(values), nulls))
-}
-
-/// A UInt64 column with the given null mask.
-pub fn uint64_column(values: Vec<u64>, nulls: Option<NullBuffer>) -> ArrayRef {
-    Arc::new(UInt64Array::new(ScalarBuffer::from(values), nulls))
 }
 
 #[cfg(test)]

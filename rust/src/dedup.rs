@@ -4,7 +4,7 @@ use arrow_buffer::{BooleanBufferBuilder, NullBuffer};
 use hashbrown::hash_table::{Entry, HashTable};
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
-use crate::columns::{bool_column, int64_column, uint64_column, StrColumn};
+use crate::columns::{bool_column, int64_column, StrColumn};
 use crate::error::{CoreError, CoreResult};
 
 /// The stable 64-bit hash of a key: XXH3-64 (seed 0) of its UTF-8 bytes.
@@ -56,12 +56,6 @@ pub fn first_occurrence_column(keys: &StrColumn) -> CoreResult<(ArrayRef, ArrayR
         bool_column(is_first.finish()),
         int64_column(first_index, nulls),
     ))
-}
-
-/// The hash kernel over a column: UInt64 XXH3 per key, null for null keys.
-pub fn hash_key_column(keys: &StrColumn) -> ArrayRef {
-    let hashes = keys.iter().map(|k| k.map_or(0, hash_key)).collect();
-    uint64_column(hashes, keys.nulls())
 }
 
 /// Keys met across calls (an upload's normalised emails, fed chunk by chunk), each with the number of the
@@ -128,8 +122,7 @@ impl SeenKeys {
 mod tests {
     use super::*;
     use arrow_array::cast::AsArray;
-    use arrow_array::types::{Int64Type, UInt64Type};
-    use arrow_array::Array;
+    use arrow_array::types::Int64Type;
 
     fn repeats(seen: &mut SeenKeys, keys: &[Option<&str>], first_record: i64) -> Vec<Option<i64>> {
         let column = seen.repeats(&StrColumn::from_values(keys.iter().copied()), first_record);
@@ -209,9 +202,6 @@ mod tests {
     fn hashes_are_xxh3_and_stable() {
         // Reference values of XXH3-64 with seed 0.
         assert_eq!(hash_key(""), 0x2D06_8005_38D3_94C2);
-        let column = hash_key_column(&StrColumn::from_values([Some("abc"), None]));
-        let hashes = column.as_primitive::<UInt64Type>();
-        assert_eq!(hashes.value(0), hash_key("abc"));
-        assert!(hashes.is_null(1));
+        assert_eq!(hash_key("abc"), hash_key("abc"));
     }
 }

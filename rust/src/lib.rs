@@ -23,7 +23,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bindings::normalize_emails, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::normalize_phones, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::first_occurrence, m)?)?;
-    m.add_function(wrap_pyfunction!(bindings::hash_keys, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::validate_lengths, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::validate_custom_fields, m)?)?;
     Ok(())

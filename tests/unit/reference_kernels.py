@@ -1,7 +1,7 @@
 """Pure-Python reference implementations of the Rust kernels in `crm_bulk.kernels`, one row at a time.
 
 They are written from the rules in the kernels' documentation with independent libraries (`idna` for
-UTS 46, `phonenumbers` for libphonenumber, `json`, `xxhash`), so agreement is evidence, not tautology.
+UTS 46, `phonenumbers` for libphonenumber, `json`), so agreement is evidence, not tautology.
 Also used by the benchmarks as the pure-Python baseline.
 """
 
@@ -14,7 +14,6 @@ from typing import Any
 
 import idna
 import phonenumbers
-import xxhash
 
 # Unicode White_Space, what Rust's `str::trim` removes (Python's `str.strip()` also removes U+001C..U+001F).
 WHITE_SPACE = (
@@ -153,11 +152,6 @@ def seen_key_repeats(slices: Iterable[tuple[list[str | None], int]]) -> list[lis
             repeats.append(earlier if earlier is not None and earlier != record else None)
         out.append(repeats)
     return out
-
-
-def hash_key(key: str | None) -> int | None:
-    """XXH3-64 of the UTF-8 bytes."""
-    return None if key is None else xxhash.xxh3_64_intdigest(key.encode())
 
 
 def first_too_long(row: Mapping[str, str | None], limits: Mapping[str, int]) -> str | None:

@@ -7,7 +7,6 @@ from collections.abc import Callable
 import polars as pl
 import pyarrow as pa
 import pytest
-import xxhash
 
 from crm_bulk import _core, kernels
 from tests.unit import reference_kernels as ref
@@ -91,15 +90,6 @@ def test_first_occurrence_spans_chunks() -> None:
     assert first_index.to_list() == [None, None, 1, 0, None]
 
 
-def test_hash_keys_is_xxh3_of_utf8() -> None:
-    keys = pl.Series("email", ["a@b.co", None, "", "é"])
-    hashes = kernels.hash_keys(keys)
-    assert hashes.dtype == pl.UInt64
-    assert hashes.name == "email_hash"
-    expected = [xxhash.xxh3_64_intdigest(k.encode()) if k is not None else None for k in keys.to_list()]
-    assert hashes.to_list() == expected
-
-
 @pytest.mark.parametrize("validate", [kernels.validate_lengths, kernels.validate_lengths_rust])
 def test_validate_lengths_first_field_in_limit_order(
     validate: Callable[[pl.DataFrame, dict[str, int]], pl.Series],
@@ -161,7 +151,6 @@ def test_validate_custom_fields_limits_are_keywords() -> None:
         kernels.normalize_emails,
         kernels.normalize_phones,
         kernels.first_occurrence,
-        kernels.hash_keys,
         kernels.validate_custom_fields,
     ],
 )
@@ -176,7 +165,7 @@ def test_not_a_series_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="Arrow PyCapsule"):
         _core.normalize_emails(["a@b.co"])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="Int64"):
-        _core.hash_keys(pl.Series([1]))
+        _core.first_occurrence(pl.Series([1]))
 
 
 @pytest.mark.parametrize("values", [[None, None], []])

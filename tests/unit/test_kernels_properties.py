@@ -156,13 +156,6 @@ def test_seen_keys_agree_with_reference_across_calls(slices: list[tuple[list[str
 
 
 @PROFILE
-@given(st.lists(KEYS | st.text(ANY_CHAR, min_size=10, max_size=300), max_size=30))
-def test_hash_keys_agree_with_xxhash(values: list[str | None]) -> None:
-    hashes = kernels.hash_keys(pl.Series(values, dtype=pl.String))
-    assert hashes.to_list() == [ref.hash_key(v) for v in values]
-
-
-@PROFILE
 @given(
     st.lists(st.tuples(KEYS, KEYS, st.text(ANY_CHAR, max_size=8) | st.none()), max_size=25),
     st.permutations(["a", "b", "c"]),
