@@ -53,7 +53,7 @@ def pipeline_settings(database_url: str, *, queue_url: str | None, **overrides: 
         "database_url": database_url,
         "queue_url": queue_url,
         "jwt_secret": JWT_SECRET,
-        "kafka_topic_prefix": f"test-{uuid.uuid4().hex[:10]}",
+        "namespace": f"test-{uuid.uuid4().hex[:10]}",
         "kafka_partitions": 4,
         "worker_metrics_port": 0,
         "scheduler_interval_seconds": 0.1,
@@ -175,7 +175,7 @@ def _background(target: Any, *args: Any, **kwargs: Any) -> Background:
 @contextmanager
 def scheduler(settings: Settings) -> Iterator[Background]:
     """`run_scheduler` in a thread of the test process."""
-    bg = _background(run_scheduler, settings, database_url=settings.database_url)
+    bg = _background(run_scheduler, settings)
     try:
         yield bg
     finally:

@@ -18,7 +18,7 @@ import pytest
 
 from crm_bulk.entitylog.store import ClickHouseStore
 from crm_bulk.local_postgres import LocalPostgres
-from crm_bulk.queue.kafka_queue import delete_topics
+from crm_bulk.queue.kafka.admin import delete_topics
 from crm_bulk.settings import Settings
 from crm_bulk.store.migrate import migrate
 from tests.integration.entitylog_support import in_process_store
@@ -66,7 +66,7 @@ def kafka_settings_cleanup(kafka_bootstrap: str) -> Iterator[list[Settings]]:
     made: list[Settings] = []
     yield made
     for settings in made:
-        delete_topics(kafka_bootstrap, prefix=settings.kafka_topic_prefix)
+        delete_topics(kafka_bootstrap, prefix=settings.namespace)
 
 
 def _wait_chunks_done(

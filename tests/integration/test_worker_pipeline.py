@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from crm_bulk.entitylog.store import ClickHouseStore
-from crm_bulk.queue.kafka_queue import delete_topics
+from crm_bulk.queue.kafka.admin import delete_topics
 from tests.integration.entitylog_support import in_process_store, plain
 from tests.integration.pipeline_support import (
     clickhouse_counts,
@@ -77,7 +77,7 @@ def test_a_100k_entity_job_completes_exactly_once_on_both_queues(
                 assert pool.process.poll() is None, pool.log()
         finally:
             if settings.queue_kind == "kafka":
-                delete_topics(settings.kafka_bootstrap, prefix=settings.kafka_topic_prefix)
+                delete_topics(settings.kafka_bootstrap, prefix=settings.namespace)
         print(f"{settings.queue_kind}: {ENTITIES} entities in {elapsed:.1f} s ({ENTITIES / elapsed:.0f}/s)")
         assert (job.status, job.total, job.succeeded, job.failed, job.skipped, job.cancelled) == (
             "completed",

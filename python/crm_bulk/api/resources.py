@@ -13,7 +13,6 @@ from psycopg_pool import ConnectionPool
 
 from crm_bulk.auth.throttle import LoginThrottle
 from crm_bulk.auth.tokens import TokenCodec
-from crm_bulk.deployment import database_url
 from crm_bulk.entitylog.clickhouse import ClickHouseEngine
 from crm_bulk.entitylog.host import HostEngine, StoreHost
 from crm_bulk.entitylog.store import ClickHouseStore
@@ -46,10 +45,10 @@ class Resources:
     _pool: ConnectionPool[psycopg.Connection[Any]] | None = field(default=None, repr=False)
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, database_url_override: str | None = None) -> Resources:
-        """Resources for `settings` (nothing is connected yet); tests pass the database they created."""
+    def from_settings(cls, settings: Settings) -> Resources:
+        """Resources for resolved `settings` (`deployment.running_database`); nothing is connected yet."""
         limiter = limiter_from_settings(settings)
-        url = database_url_override or database_url(settings)
+        url = settings.postgres_dsn
         host = StoreHost(settings, url) if settings.clickhouse_embedded else None
         return cls(
             settings=settings,
