@@ -33,7 +33,6 @@ from crm_bulk.sqlfiles import query
 log = logging.getLogger(__name__)
 
 
-
 def plan_job(conn: Conn, job_id: UUID, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> int:
     """Write the job's ledger rows, set `total` and `planned`; return the chunk count.
 

@@ -185,7 +185,7 @@ def scheduler(settings: Settings) -> Iterator[Background]:
 @contextmanager
 def shipper(settings: Settings, store: ClickHouseStore) -> Iterator[Background]:
     """`run_shipper` into `store` in a thread of the test process (the process that owns chDB)."""
-    bg = _background(run_shipper, settings, store=store, database_url=settings.database_url, idle_seconds=0.2)
+    bg = _background(run_shipper, settings, store=store, idle_seconds=0.2)
     try:
         yield bg
     finally:

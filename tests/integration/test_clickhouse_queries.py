@@ -75,7 +75,7 @@ def store(
         yield ch
         ch.close()
         return
-    host = StoreHost(Settings(clickhouse_url=dsn), "postgresql://unused", ship=False)
+    host = StoreHost(Settings(clickhouse_url=dsn), ship=False)
     host.start()
     remote = ClickHouseStore(HostEngine(host))
     try:

@@ -341,7 +341,7 @@ def test_run_shipper_ships_until_stopped(
     result: list[Any] = []
     thread = threading.Thread(
         target=lambda: result.append(
-            run_shipper(Settings(), stop, store=store, database_url=shipper_db, idle_seconds=0.05)
+            run_shipper(Settings(database_url=shipper_db), stop, store=store, idle_seconds=0.05)
         )
     )
     thread.start()
@@ -372,7 +372,7 @@ def test_run_shipper_backs_off_while_clickhouse_is_down(
     result: list[Any] = []
     thread = threading.Thread(
         target=lambda: result.append(
-            run_shipper(Settings(), stop, store=down, database_url=shipper_db, idle_seconds=0.01)
+            run_shipper(Settings(database_url=shipper_db), stop, store=down, idle_seconds=0.01)
         )
     )
     thread.start()

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.clickhouse
 @pytest.fixture
 def host(tmp_path: Path) -> Iterator[tuple[StoreHost, ClickHouseStore]]:
     dsn = f"chdb://{tmp_path / 'chdb'}"
-    running = StoreHost(Settings(clickhouse_url=dsn), "postgresql://unused", ship=False)
+    running = StoreHost(Settings(clickhouse_url=dsn), ship=False)
     running.start()
     remote = ClickHouseStore(HostEngine(running))
     try:
@@ -112,7 +112,7 @@ def test_a_host_that_stops_answering_fails_the_call_instead_of_hanging_it(
 
 def test_stop_ends_the_process_and_calls_then_fail_as_unavailable(tmp_path: Path) -> None:
     dsn = f"chdb://{tmp_path / 'chdb'}"
-    running = StoreHost(Settings(clickhouse_url=dsn), "postgresql://unused", ship=False)
+    running = StoreHost(Settings(clickhouse_url=dsn), ship=False)
     running.start()
     pid = running.pid
     assert pid is not None
@@ -130,7 +130,7 @@ def test_a_host_that_cannot_start_reports_why(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the chDB directory should be")
     dsn = f"chdb://{blocker}/chdb"
-    running = StoreHost(Settings(clickhouse_url=dsn), "postgresql://unused", ship=False)
+    running = StoreHost(Settings(clickhouse_url=dsn), ship=False)
     try:
         running.start()
         remote = ClickHouseStore(HostEngine(running))
@@ -153,7 +153,7 @@ def test_the_host_exits_when_its_parent_dies(tmp_path: Path) -> None:
         "from crm_bulk.entitylog.host import StoreHost\n"
         "if __name__ == '__main__':\n"
         f"    settings = Settings(clickhouse_url='chdb://{tmp_path / 'chdb'}')\n"
-        "    host = StoreHost(settings, 'postgresql://unused', ship=False)\n"
+        "    host = StoreHost(settings, ship=False)\n"
         "    host.start()\n"
         "    print(host.pid, flush=True)\n"
         "    sys.stdin.read()\n"

@@ -49,7 +49,7 @@ class Resources:
         """Resources for resolved `settings` (`deployment.running_database`); nothing is connected yet."""
         limiter = limiter_from_settings(settings)
         url = settings.postgres_dsn
-        host = StoreHost(settings, url) if settings.clickhouse_embedded else None
+        host = StoreHost(settings) if settings.clickhouse_embedded else None
         return cls(
             settings=settings,
             database_url=url,

@@ -64,9 +64,8 @@ HOST_CALL_RETRY = RetryPolicy(
 class StoreHost:
     """The child process that owns a chDB engine; started, revived and stopped by the API process."""
 
-    def __init__(self, settings: Settings, database_url: str, *, ship: bool = True) -> None:
+    def __init__(self, settings: Settings, *, ship: bool = True) -> None:
         self._settings = settings
-        self._database_url = database_url
         self._ship = ship
         self.address = f"\0crm-bulk-chdb-{os.getpid()}-{secrets.token_hex(8)}"
         self.authkey = secrets.token_bytes(32)
@@ -94,7 +93,7 @@ class StoreHost:
             ready, ready_in_child = context.Pipe(duplex=False)
             self._process = context.Process(
                 target=host_main,
-                args=(self._settings, self._database_url, self.address, self.authkey, self._ship),
+                args=(self._settings, self.address, self.authkey, self._ship),
                 kwargs={"ready": ready_in_child},
                 name="crm-bulk-chdb-host",
                 daemon=False,
@@ -251,7 +250,6 @@ def _heard(ready: Connection) -> bool:
 
 def host_main(
     settings: Settings,
-    database_url: str,
     address: str,
     authkey: bytes,
     ship: bool,
@@ -279,7 +277,7 @@ def host_main(
         shipper = threading.Thread(
             target=run_shipper,
             args=(settings, stop),
-            kwargs={"store": ClickHouseStore(engine), "database_url": database_url},
+            kwargs={"store": ClickHouseStore(engine)},
             name="crm-bulk-shipper",
         )
         shipper.start()

@@ -28,7 +28,6 @@ from crm_bulk.entitylog.clickhouse import ClickHouseEngine
 from crm_bulk.entitylog.outbox import decode_outcome_table
 from crm_bulk.entitylog.store import EVENT_ROW_SCHEMA, OUTCOME_ROW_SCHEMA, ClickHouseStore
 from crm_bulk.errors import CrmBulkError
-from crm_bulk.local_postgres import LocalPostgres
 from crm_bulk.retry import RetryPolicy, RetryStopped, on_types, until_stopped
 from crm_bulk.settings import Settings
 from crm_bulk.sqlfiles import query
@@ -224,18 +223,18 @@ def run_shipper(
     stop_event: threading.Event,
     *,
     store: ClickHouseStore | None = None,
-    database_url: str | None = None,
     idle_seconds: float = DEFAULT_IDLE_SECONDS,
     batch_chunks: int = DEFAULT_BATCH_CHUNKS,
 ) -> ShipperCounters:
-    """Ship outcomes and events until `stop_event` is set; return what was moved.
+    """Ship outcomes and events of resolved `settings` (`settings.postgres_dsn`) until `stop_event` is set;
+    return what was moved.
 
     Sleeps `idle_seconds` when both outboxes are empty; backs off exponentially (`SHIP_RETRY`, up to 30 s)
     while a backend fails, reconnecting to Postgres after a Postgres error. Pass `store` to share the
     process's ClickHouse engine (chDB: one engine per process).
     """
     ch = store if store is not None else ClickHouseStore(ClickHouseEngine(settings.clickhouse_dsn))
-    passes = _ShipPasses(_database_url(settings, database_url), ch, batch_chunks=batch_chunks)
+    passes = _ShipPasses(settings.postgres_dsn, ch, batch_chunks=batch_chunks)
     policy = _backoff(idle_seconds)
     try:
         # The service loop: a pass, then the next at once while there was work, or after `idle_seconds`;
@@ -270,11 +269,3 @@ def _backoff(idle_seconds: float) -> RetryPolicy:
         wait_seconds=min(MAX_BACKOFF_SECONDS, 2 * idle_seconds),
         max_wait_seconds=min(MAX_BACKOFF_SECONDS, idle_seconds * 2**8),
     )
-
-
-def _database_url(settings: Settings, database_url: str | None) -> str:
-    # The caller's DSN, else the configured one, else the embedded server's under the data directory.
-    url = database_url or settings.database_url
-    if url is None:
-        url = LocalPostgres(settings.data_dir / "postgres", settings.embedded_postgres_port).dsn
-    return url

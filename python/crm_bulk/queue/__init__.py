@@ -36,9 +36,7 @@ def open_consumer(settings: Settings, *, client_id: str) -> ChunkConsumer:
     if settings.queue_kind == "kafka":
         from crm_bulk.queue.kafka.consumer import KafkaConsumer
 
-        return KafkaConsumer(
-            settings.kafka_bootstrap, topic_prefix=settings.namespace, client_id=client_id
-        )
+        return KafkaConsumer(settings.kafka_bootstrap, topic_prefix=settings.namespace, client_id=client_id)
     return PostgresQueue(settings.postgres_dsn, topic_prefix=settings.namespace)
 
 
