@@ -18,7 +18,7 @@ from typing import ParamSpec, TypeVar
 import click
 
 from crm_bulk.errors import BackendUnavailableError, ConfigError, CrmBulkError
-from crm_bulk.settings import Settings
+from crm_bulk.settings import DEFAULT_CHUNK_SIZE, Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -244,7 +244,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 @click.option(
     "--processes", type=click.IntRange(min=1), default=2, show_default=True, help="Worker processes."
 )
-@click.option("--chunk-size", type=click.IntRange(min=1), default=5000, show_default=True)
+@click.option("--chunk-size", type=click.IntRange(min=1), default=DEFAULT_CHUNK_SIZE, show_default=True)
 @click.option(
     "--partitions", type=click.IntRange(min=1), default=6, show_default=True, help="Kafka topic partitions."
 )
@@ -275,6 +275,7 @@ def _int_list(text: str) -> tuple[int, ...]:
     help="Copy the services' and PostgreSQL's logs into this folder at the end.",
 )
 @friendly_errors
+# Over fifty lines only because click hands every option over as its own parameter.
 def bench(
     *,
     quick: bool,

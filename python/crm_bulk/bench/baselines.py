@@ -256,7 +256,8 @@ def seed_paged_update(
 ) -> tuple[SeedEstimate, list[int]]:
     """The seed algorithm over a filter: count, then `pages` sampled OFFSET pages with one `row_statement`
     (a named bench query taking `id`, `account_id` and `row_params`) per row. Returns the estimate and the
-    ids it touched (so a caller can undo a sampled delete)."""
+    ids it touched (so a caller can undo a sampled delete). One function: the timed region and the estimate
+    built from it read best side by side."""
     count_query = sql.SQL(query("postgres", "bench", "seed_count")).format(filter=filter_sql)
     page_query = sql.SQL(query("postgres", "bench", "seed_page")).format(filter=filter_sql)
     statement = query("postgres", "bench", row_statement)

@@ -38,6 +38,7 @@ from psycopg import sql
 
 from crm_bulk.errors import BackendUnavailableError, CrmBulkError
 from crm_bulk.local_postgres import LocalPostgres
+from crm_bulk.settings import DEFAULT_CHUNK_SIZE
 from crm_bulk.store.migrate import migrate
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class StackOptions:
     """How the bench's stack is built."""
 
     processes: int = 2
-    chunk_size: int = 5000
+    chunk_size: int = DEFAULT_CHUNK_SIZE
     partitions: int = 6
     deployment: Deployment = "embedded"
     kafka_bootstrap: str = "127.0.0.1:59092"
