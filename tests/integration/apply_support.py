@@ -13,23 +13,14 @@ import psycopg
 
 from crm_bulk.actions.specs import decode_request
 from crm_bulk.apply.engine import apply_chunk
+from crm_bulk.apply.staging import IMPORT_STAGE_COLUMNS
 from crm_bulk.entitylog.outbox import decode_outcomes
 from crm_bulk.jobs.repository import Job, create_job, get_job
 from crm_bulk.planner import plan_job
+from crm_bulk.postgres import Conn
 
-Conn = psycopg.Connection[Any]
-CONTACT_COLUMNS = (
-    "email",
-    "email_normalized",
-    "first_name",
-    "last_name",
-    "phone",
-    "phone_e164",
-    "company",
-    "job_title",
-    "tags",
-    "custom_fields",
-)
+# The contact columns an import stages (all but the chunk row number).
+CONTACT_COLUMNS = tuple(c for c in IMPORT_STAGE_COLUMNS if c != "row_no")
 
 
 def new_account(conn: Conn) -> int:

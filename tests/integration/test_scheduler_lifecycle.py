@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 
-import psycopg
 import pytest
 
 from crm_bulk.actions.specs import BulkActionRequest, Target
@@ -25,13 +23,12 @@ from crm_bulk.jobs.lifecycle import (
 )
 from crm_bulk.jobs.repository import create_job, get_job
 from crm_bulk.ledger.terminal import fail_chunk
+from crm_bulk.postgres import Conn
 from crm_bulk.queue.messages import ChunkMessage
 from tests.databases import quiet_connection
 from tests.integration.pipeline_support import make_account, own_database, seed_contacts
 
 pytestmark = pytest.mark.postgres
-
-Conn = psycopg.Connection[Any]
 
 
 class RecordingPublisher:

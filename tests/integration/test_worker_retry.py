@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
-import psycopg
 import pytest
 
 from crm_bulk.apply import engine
@@ -19,6 +18,7 @@ from crm_bulk.entitylog.outbox import decode_outcomes
 from crm_bulk.errors import PermanentError, RetryableError
 from crm_bulk.jobs.lifecycle import finish_jobs, plan_next_job
 from crm_bulk.jobs.repository import get_job
+from crm_bulk.postgres import Conn
 from crm_bulk.queue.postgres_queue import PostgresQueue
 from crm_bulk.ratelimit import InProcessLimiter
 from crm_bulk.retry import RetryPolicy
@@ -31,7 +31,6 @@ from tests.integration.pipeline_support import make_account, own_database, seed_
 
 pytestmark = pytest.mark.postgres
 
-Conn = psycopg.Connection[Any]
 WAIT = 0.2
 
 
