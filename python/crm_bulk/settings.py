@@ -8,14 +8,13 @@ Nothing here reads the environment at import time; call `Settings.from_env()`.
 from __future__ import annotations
 
 import os
-import secrets
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from crm_bulk.errors import ConfigError
+from crm_bulk.secrets_file import read_or_create_secret
 
 PREFIX = "CRM_BULK_"
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
@@ -256,15 +255,7 @@ class Settings:
             return self.jwt_secret
         if not self.embedded_database:
             raise ConfigError(env_name("jwt_secret"), "required when CRM_BULK_DATABASE_URL is set")
-        path = self.data_dir / "jwt-secret"
-        if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_urlsafe(48))
-        if stat.S_IMODE(path.stat().st_mode) & 0o077:
-            raise ConfigError(env_name("jwt_secret"), f"{path} must not be readable by others (chmod 600)")
-        return path.read_text().strip()
+        return read_or_create_secret(self.data_dir / "jwt-secret", setting=env_name("jwt_secret"))
 
 
 def env_name(field_name: str) -> str:
