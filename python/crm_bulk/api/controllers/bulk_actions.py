@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
@@ -25,6 +24,7 @@ from crm_bulk.api.resources import Resources
 from crm_bulk.api.security import editor, viewer
 from crm_bulk.api.uploads import parser_for
 from crm_bulk.auth.accounts import Principal
+from crm_bulk.entitylog.export import csv_bytes
 from crm_bulk.entitylog.store import MAX_LOG_LIMIT
 from crm_bulk.entitylog.views import ErrorReport, JobStats, LogPage
 from crm_bulk.errors import ConflictError
@@ -83,10 +83,9 @@ def _job_of(resources: Resources, account_id: int, job_id: UUID) -> Job:
 def _csv_rows(resources: Resources, account_id: int, job_id: UUID) -> Iterator[bytes]:
     header = True
     for frame in resources.store.iter_errors(job_id, account_id, batch_size=ERROR_CSV_BATCH):
-        out = io.BytesIO()
-        frame.write_csv(out, include_header=header)
+        # Neutralised against formula injection: the file is meant to be opened in a spreadsheet.
+        yield csv_bytes(frame, include_header=header)
         header = False
-        yield out.getvalue()
     if header:
         yield b"entity_id,email,outcome,code,message,at\n"
 
