@@ -31,6 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from crm_bulk import orphan
 from crm_bulk.entitylog.clickhouse import SETTING, ClickHouseEngine, check_dsn
 from crm_bulk.entitylog.shipper import run_shipper
 from crm_bulk.entitylog.store import ClickHouseStore
@@ -263,7 +264,9 @@ def host_main(
         format="%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s",
     )
     stop = _stop_on_signals()
-    parent = os.getppid()
+    # Orphaned (the API process was killed): stop too, rather than keep the chDB path locked. No death
+    # signal: the host may be revived from a request thread, whose end must not stop it.
+    orphan.watch_parent(stop.set, poll_seconds=_PARENT_POLL_SECONDS)
     engine = ClickHouseEngine(settings.clickhouse_dsn)
     try:
         engine.migrate()
@@ -284,12 +287,8 @@ def host_main(
     if ready is not None:
         ready.send(True)
         ready.close()
-    # A service loop, not a retry: orphaned (the API process was killed), stop too, rather than keep the chDB
-    # path locked.
-    while not stop.wait(_PARENT_POLL_SECONDS):
-        if os.getppid() != parent:
-            log.warning("chdb host's parent is gone; stopping")
-            stop.set()
+    stop.wait()
+    log.info("chdb host stopping")
     listener.close()
     if shipper is not None:
         shipper.join()

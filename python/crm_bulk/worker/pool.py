@@ -28,6 +28,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from crm_bulk import orphan
 from crm_bulk.settings import Settings
 from crm_bulk.worker import metrics
 
@@ -70,6 +71,7 @@ def worker_process_main(settings: Settings, slot: int, burst: bool) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    _drain_when_orphaned(slot, stop)
     name = f"{socket.gethostname()}:{os.getpid()}:w{slot}"
     consumer = open_consumer(settings, client_id=name)
     pacer = EntityPacer(limiter_from_settings(settings), namespace=settings.namespace, stop=stop)
@@ -89,6 +91,23 @@ def worker_process_main(settings: Settings, slot: int, burst: bool) -> None:
         consumer.close()
         if shipper is not None:
             shipper.join(timeout=30)
+
+
+def _drain_when_orphaned(slot: int, stop: threading.Event) -> None:
+    """Drain as on SIGTERM once the supervisor is gone (SIGKILLed), rather than go on consuming beside the
+    workers of the next supervisor.
+
+    The supervisor loop spawns every worker from one thread that outlives them, so the kernel's parent-death
+    signal fits; the parent-pid watch covers other platforms and a supervisor that died before the request.
+    """
+
+    def orphaned() -> None:
+        if not stop.is_set():
+            log.warning("worker %d: the supervisor is gone, draining", slot)
+            stop.set()
+
+    orphan.request_death_signal(signal.SIGTERM)
+    orphan.watch_parent(orphaned)
 
 
 def ships_from_workers(settings: Settings) -> bool:
