@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Start, stop or report the local services the tests and benchmarks use, all on loopback, data in .services/.
+# Start, stop or report the local services the tests and benchmarks use, all on loopback, data in .services/
+# (or CRM_BULK_SERVICES_DIR).
 #   scripts/services.sh start|stop|status [postgres|redis|kafka ...]   (default: all three)
 #   scripts/services.sh restart kafka                                   (the broker alone)
 # Idempotent: starting a running service or stopping a stopped one is a no-op.
-# Writes .services/env with the URLs the tests read (CRM_BULK_TEST_*).
+# Writes .services/env (mode 0600) with the URLs the tests read (CRM_BULK_TEST_*). PostgreSQL requires a
+# password, generated once into .services/postgres-password and part of the database URL.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-STATE="$ROOT/.services"
+STATE="${CRM_BULK_SERVICES_DIR:-$ROOT/.services}"
 PY="${CRM_BULK_PYTHON:-$ROOT/.venv/bin/python}"
 PG_PORT="${CRM_BULK_TEST_PG_PORT:-55432}"
 REDIS_PORT="${CRM_BULK_TEST_REDIS_PORT:-56379}"
@@ -17,11 +19,16 @@ mkdir -p "$STATE"
 say() { printf 'services: %s\n' "$*" >&2; }
 
 write_env() {
-  cat >"$STATE/env" <<ENV
-export CRM_BULK_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:$PG_PORT/crm_bulk
+  local database_url; database_url="$(postgres_cmd dsn)"
+  # Written whole under another name, then moved: readers never see half a file, and the mode is the
+  # new file's own even when an older, world-readable env file is replaced.
+  (umask 077 && cat >"$STATE/env.new" <<ENV
+export CRM_BULK_TEST_DATABASE_URL=$database_url
 export CRM_BULK_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 export CRM_BULK_TEST_KAFKA=127.0.0.1:$KAFKA_PORT
 ENV
+  )
+  mv -f "$STATE/env.new" "$STATE/env"
 }
 
 postgres_cmd() { "$PY" -m crm_bulk.local_postgres "$1" --data-dir "$STATE/postgres" --port "$PG_PORT"; }

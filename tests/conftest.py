@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _services_env() -> dict[str, str]:
-    """URLs written by scripts/services.sh, so `pytest` works without sourcing them by hand."""
-    path = ROOT / ".services" / "env"
+    """URLs written by scripts/services.sh (in its state folder, CRM_BULK_SERVICES_DIR or .services), so
+    `pytest` works without sourcing them by hand."""
+    path = Path(os.environ.get("CRM_BULK_SERVICES_DIR") or ROOT / ".services") / "env"
     if not path.exists():
         return {}
     found = re.findall(r"^export (\w+)=(.*)$", path.read_text(), flags=re.MULTILINE)
