@@ -13,12 +13,16 @@ import threading
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import click
 
 from crm_bulk.errors import BackendUnavailableError, ConfigError, CrmBulkError
 from crm_bulk.settings import DEFAULT_CHUNK_SIZE, Settings
+
+if TYPE_CHECKING:
+    import uvicorn
+    from litestar import Litestar
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -89,21 +93,30 @@ def migrate() -> None:
     click.echo(f"applied {len(applied)} migration(s)" + (f": {applied}" if applied else ""))
 
 
+def uvicorn_config(app: Litestar, settings: Settings) -> uvicorn.Config:
+    """How uvicorn serves `app`. Its proxy-header handling is on only behind trusted proxies, and trusts only
+    those: by default it would believe `X-Forwarded-For` from any loopback peer."""
+    import uvicorn
+
+    networks = [str(network) for network in settings.trusted_proxy_networks()]
+    return uvicorn.Config(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        lifespan="on",
+        proxy_headers=bool(networks),
+        forwarded_allow_ips=networks,
+    )
+
+
 def serve_api(settings: Settings) -> None:
     """Serve the API of resolved `settings` until SIGINT/SIGTERM."""
     import uvicorn
 
     from crm_bulk.api import create_app
 
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.api_host,
-        port=settings.api_port,
-        log_level=settings.log_level.lower(),
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(create_app(settings), settings))
     server.run()
     if not server.started:
         raise BackendUnavailableError(

@@ -7,6 +7,7 @@ Nothing here reads the environment at import time; call `Settings.from_env()`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -28,6 +29,8 @@ def _doc(text: str) -> dict[str, str]:
 RENAMED = {"CRM_BULK_KAFKA_TOPIC_PREFIX": "CRM_BULK_NAMESPACE"}
 # Entities per chunk, chosen with the benchmarks' chunk-size sweep (`crm-bulk bench --sweep`).
 DEFAULT_CHUNK_SIZE = 5000
+# Database connections of one API process (crm_bulk.api.resources); upload caps are checked against it.
+API_POOL_SIZE = 12
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,6 +124,65 @@ class Settings:
             "Largest streamed import (CSV or NDJSON body); a larger one answers 413, leaving nothing."
         ),
     )
+    upload_idle_timeout_seconds: float = field(
+        default=30.0,
+        metadata=_doc(
+            "A streamed import whose client sends nothing for this long answers 408 and leaves nothing."
+        ),
+    )
+    max_uploads: int = field(
+        default=8,
+        metadata=_doc(
+            "Streamed imports in progress at once per API process; more answer 429. Below the API's "
+            "database pool size (12)."
+        ),
+    )
+    max_uploads_per_account: int = field(
+        default=2,
+        metadata=_doc("Streamed imports in progress at once per account and API process; more answer 429."),
+    )
+    open_registration: bool = field(
+        default=True,
+        metadata=_doc(
+            "`true`: anyone may sign up (POST /auth/register). `false`: sign-up answers 403, for deployments "
+            "whose users are added by an account admin."
+        ),
+    )
+    registration_burst: int = field(
+        default=5, metadata=_doc("Sign-ups one client address may make at once before it is slowed down.")
+    )
+    registration_refill_seconds: float = field(
+        default=120.0, metadata=_doc("After the burst, one more sign-up per client address every this often.")
+    )
+    max_account_requests_per_minute: int = field(
+        default=6000,
+        metadata=_doc(
+            "Ceiling on an account's API requests per minute that its admin may set; above it only the "
+            "operator (`crm-bulk accounts set-limits`)."
+        ),
+    )
+    max_account_entities_per_second: int = field(
+        default=200_000,
+        metadata=_doc(
+            "Ceiling on an account's entities per second that its admin may set; above it only the "
+            "operator (`crm-bulk accounts set-limits`)."
+        ),
+    )
+    trusted_proxies: str | None = field(
+        default=None,
+        metadata=_doc(
+            "Comma-separated IPs or CIDRs of the reverse proxies in front of the API. Only a request whose "
+            "peer is one of them has its client address taken from X-Forwarded-For (the right-most address "
+            "that is not a trusted proxy). Unset: no proxy is trusted, the peer address is the client's."
+        ),
+    )
+    health_token: str | None = field(
+        default=None,
+        metadata=_doc(
+            "Operator token (16+ characters): `/healthz` and `/readyz` with `Authorization: Bearer <token>` "
+            "also show each backend's target and error. Unset: everyone gets only the statuses."
+        ),
+    )
     log_level: str = field(default="INFO", metadata=_doc("Python logging level."))
 
     @property
@@ -198,6 +260,8 @@ class Settings:
         self._validate_urls()
         self._validate_jwt()
         self._validate_ranges()
+        self._validate_tenant_bounds()
+        self._validate_operations()
 
     def _validate_urls(self) -> None:
         if self.database_url is not None:
@@ -226,6 +290,37 @@ class Settings:
         if self.jwt_secret is not None and len(self.jwt_secret) < 32:
             raise ConfigError(env_name("jwt_secret"), "must be at least 32 characters")
 
+    def _validate_tenant_bounds(self) -> None:
+        for name in (
+            "registration_burst",
+            "max_account_requests_per_minute",
+            "max_account_entities_per_second",
+        ):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(env_name(name), "must be at least 1")
+        if not self.registration_refill_seconds > 0:
+            raise ConfigError(env_name("registration_refill_seconds"), "must be positive")
+
+    def _validate_operations(self) -> None:
+        self.trusted_proxy_networks()
+        if self.health_token is not None and len(self.health_token) < 16:
+            raise ConfigError(env_name("health_token"), "must be at least 16 characters")
+
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The networks of `trusted_proxies` (an address is a /32 or /128); `ConfigError` for a bad entry."""
+        networks = []
+        for part in (self.trusted_proxies or "").split(","):
+            if not part.strip():
+                continue
+            try:
+                # Not strict: `10.1.2.3/8` means the network it lies in, as it does to a firewall.
+                networks.append(ipaddress.ip_network(part.strip(), strict=False))
+            except ValueError:
+                raise ConfigError(
+                    env_name("trusted_proxies"), f"expected IP addresses or CIDRs, got {part.strip()!r}"
+                ) from None
+        return tuple(networks)
+
     def _validate_ranges(self) -> None:
         for name in (
             "worker_processes",
@@ -242,12 +337,23 @@ class Settings:
                 raise ConfigError(env_name(name), "must be a TCP port (1-65535)")
         if self.retry_wait_seconds < 0:
             raise ConfigError(env_name("retry_wait_seconds"), "must not be negative")
+        self._validate_upload_limits()
         if self.dispatch_window_chunks < 1:
             raise ConfigError(env_name("dispatch_window_chunks"), "must be at least 1")
         if self.scheduler_interval_seconds <= 0:
             raise ConfigError(env_name("scheduler_interval_seconds"), "must be positive")
         if not 0 <= self.worker_metrics_port < 65536:
             raise ConfigError(env_name("worker_metrics_port"), "must be 0 (off) or a TCP port")
+
+    def _validate_upload_limits(self) -> None:
+        if not 0 < self.upload_idle_timeout_seconds <= 3600:
+            raise ConfigError(env_name("upload_idle_timeout_seconds"), "must be above 0 and at most 3600")
+        # Uploads writing their slices all at once must still leave connections to every other request.
+        if not 1 <= self.max_uploads < API_POOL_SIZE:
+            below = f"must be 1-{API_POOL_SIZE - 1} (below the API's pool of {API_POOL_SIZE})"
+            raise ConfigError(env_name("max_uploads"), below)
+        if not 1 <= self.max_uploads_per_account <= self.max_uploads:
+            raise ConfigError(env_name("max_uploads_per_account"), "must be 1 to CRM_BULK_MAX_UPLOADS")
 
     def resolved_jwt_secret(self) -> str:
         """The signing secret; in the embedded deployment generated once and kept with mode 0600."""
@@ -271,6 +377,9 @@ def documented_settings() -> list[tuple[str, str, str]]:
     return rows
 
 
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def _parse(name: str, type_name: str, raw: str) -> object:
     try:
         if type_name == "int":
@@ -279,6 +388,10 @@ def _parse(name: str, type_name: str, raw: str) -> object:
             return float(raw)
     except ValueError:
         raise ConfigError(env_name(name), f"expected a number, got {raw!r}") from None
+    if type_name == "bool":
+        if raw.lower() not in _BOOLEANS:
+            raise ConfigError(env_name(name), f"expected true or false, got {raw!r}")
+        return _BOOLEANS[raw.lower()]
     if type_name == "Path":
         return Path(raw)
     return raw

@@ -11,6 +11,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from crm_bulk.api.client_address import TrustedProxies
 from crm_bulk.auth.throttle import LoginThrottle
 from crm_bulk.auth.tokens import TokenCodec
 from crm_bulk.entitylog.clickhouse import ClickHouseEngine
@@ -42,6 +43,7 @@ class Resources:
     tokens: TokenCodec
     login_throttle: LoginThrottle
     store_host: StoreHost | None = None
+    proxies: TrustedProxies = field(default_factory=TrustedProxies)
     _pool: ConnectionPool[psycopg.Connection[Any]] | None = field(default=None, repr=False)
 
     @classmethod
@@ -60,6 +62,7 @@ class Resources:
             tokens=TokenCodec.from_settings(settings),
             login_throttle=LoginThrottle(limiter),
             store_host=host,
+            proxies=TrustedProxies.from_settings(settings),
         )
 
     def open(self) -> None:

@@ -13,6 +13,7 @@ from litestar.params import JSONBody
 
 from crm_bulk import metrics
 from crm_bulk.api.dependencies import Connection
+from crm_bulk.api.client_address import client_address
 from crm_bulk.api.problems import problem_responses
 from crm_bulk.api.ratelimiting import rate_limit_headers
 from crm_bulk.api.resources import Resources
@@ -63,7 +64,8 @@ class TokenResponse(msgspec.Struct):
 
 
 def _client_of(request: Request[Any, Any, Any]) -> str:
-    return request.client.host if request.client is not None else "unknown"
+    resources: Resources = request.app.state.resources
+    return client_address(request, resources.proxies)
 
 
 class AuthController(Controller):
