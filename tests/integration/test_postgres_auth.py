@@ -13,7 +13,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from crm_bulk.deployment import embedded_server, running_database
+from crm_bulk.health import redact
 from crm_bulk.local_postgres import HBA_CONF, NO_PASSFILE, SUPERUSER, LocalPostgres, _server_user, bin_dir
+from crm_bulk.settings import Settings
 
 
 def _free_port() -> int:
@@ -71,6 +74,24 @@ def test_a_fresh_server_requires_its_password(server_parent: Path) -> None:
     assert server.password() == secret.read_text()
     assert (server.data_dir / "pg_hba.conf").read_text() == HBA_CONF
     _assert_password_required(server)
+
+
+def test_the_embedded_deployment_connects_with_the_password_kept_beside_the_jwt_secret(
+    server_parent: Path,
+) -> None:
+    environ = {"CRM_BULK_DATA_DIR": str(server_parent), "CRM_BULK_EMBEDDED_POSTGRES_PORT": str(_free_port())}
+    settings = Settings.from_env(environ)
+    with running_database(settings, start=True) as resolved:
+        server = embedded_server(settings)
+        assert resolved.postgres_dsn == server.dsn
+        assert server.password() in resolved.postgres_dsn
+        assert server.password() not in redact(resolved.postgres_dsn)
+        with psycopg.connect(resolved.postgres_dsn) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("crm_bulk",)
+        _assert_password_required(server)
+        for name in ("jwt-secret", "postgres-password"):
+            assert stat.S_IMODE((server_parent / name).stat().st_mode) == 0o600
+    assert not server.is_running()
 
 
 def _legacy_trusting_data_dir(data_dir: Path) -> None:
