@@ -1,6 +1,6 @@
 """The errors CSV neutralises cells a spreadsheet would evaluate; the JSON reads keep every value exact.
 
-The job is carried through by the pipeline's own functions, as in `test_api_bulk_actions`.
+The job is carried through by the pipeline's own functions (`report_support.drive_job`).
 """
 
 from __future__ import annotations
@@ -8,18 +8,11 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from typing import Any
-from uuid import UUID
 
-import psycopg
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from crm_bulk.apply.engine import apply_chunk
-from crm_bulk.entitylog.shipper import ship_outcomes
-from crm_bulk.jobs.lifecycle import finish_jobs, start_planned_jobs
-from crm_bulk.planner import plan_job
 from tests.integration.api_support import (
     end_open_jobs,
     make_settings,
@@ -28,6 +21,7 @@ from tests.integration.api_support import (
     running_client,
     unique_email,
 )
+from tests.integration.report_support import created_job, drive_job
 
 pytestmark = [pytest.mark.postgres, pytest.mark.clickhouse]
 
@@ -42,29 +36,6 @@ def client(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     end_open_jobs(database_url, before)
 
 
-def _drive(client: TestClient[Litestar], database_url: str, job_id: UUID) -> None:
-    """Plan, start and apply the job, ship its outcomes, then finish it."""
-    store = client.app.state.resources.store
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        plan_job(conn, job_id, chunk_size=1000)
-        start_planned_jobs(conn)
-        chunks = conn.execute(
-            "SELECT chunk_no FROM bulk_action_chunks WHERE job_id = %s ORDER BY chunk_no", [job_id]
-        ).fetchall()
-        for (chunk_no,) in chunks:
-            apply_chunk(conn, job_id, chunk_no, worker="test")
-        while ship_outcomes(conn, store):
-            pass
-        assert [j.job_id for j in finish_jobs(conn)] == [job_id]
-
-
-def _imported(client: TestClient[Litestar], headers: dict[str, str], records: list[dict[str, Any]]) -> str:
-    answer = client.post("/bulk-actions", json={"action": "import", "records": records}, headers=headers)
-    assert answer.status_code == 202, answer.text
-    job_id: str = answer.json()["id"]
-    return job_id
-
-
 def test_the_errors_csv_neutralises_formulas_and_json_keeps_them_exact(
     client: TestClient[Litestar], database_url: str
 ) -> None:
@@ -74,8 +45,8 @@ def test_the_errors_csv_neutralises_formulas_and_json_keeps_them_exact(
         {"email": HYPERLINK, "first_name": HYPERLINK},  # a formula where the email goes
         {"email": unique_email("fine"), "first_name": "-Dash", "company": "@Acme"},
     ]
-    job_id = _imported(client, tenant.editor, records)
-    _drive(client, database_url, UUID(job_id))
+    job_id = created_job(client, tenant.editor, {"action": "import", "records": records})
+    drive_job(client, database_url, job_id)
     job = client.get(f"/bulk-actions/{job_id}", headers=tenant.viewer).json()
     assert (job["status"], job["succeeded"], job["failed"]) == ("completed_with_errors", 1, 2)
 

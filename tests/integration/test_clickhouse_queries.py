@@ -252,7 +252,12 @@ def test_cursor_resumes_after_the_row_it_names(store: ClickHouseStore, dataset: 
         (e for e in dataset.entities if e.outcome == "failed"), key=lambda e: (e.chunk_no, e.entity_id)
     )
     page = plain(
-        store.logs(dataset.job_id, ACCOUNT, limit=1, cursor=encode_cursor("failed", first_failed.chunk_no, 6))
+        store.logs(
+            dataset.job_id,
+            ACCOUNT,
+            limit=1,
+            cursor=encode_cursor(dataset.job_id, ACCOUNT, "failed", first_failed.chunk_no, 6),
+        )
     )
     assert page["items"][0]["entity_id"] == first_failed.entity_id + 1
 

@@ -6,11 +6,9 @@ deleted contact are both simply not found.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import psycopg
@@ -21,6 +19,7 @@ from psycopg.types.json import Jsonb
 from crm_bulk.actions.filters import compile_filter
 from crm_bulk.contacts.models import Contact, ContactInput, ContactPage, ContactPatch
 from crm_bulk.contacts.validation import PreparedContact, prepare_contact
+from crm_bulk.cursors import CursorCodec
 from crm_bulk.errors import ConflictError, NotFoundError, ValidationError
 from crm_bulk.postgres import Conn
 from crm_bulk.sqlfiles import query
@@ -30,6 +29,10 @@ log = logging.getLogger(__name__)
 MAX_PAGE = 1000
 # Ids are bigint: anything outside cannot exist, and must not reach PostgreSQL as a numeric.
 MAX_ID = 2**63 - 1
+# A contacts cursor: the id of the last contact served, in one account's listing.
+CONTACT_CURSOR: CursorCodec[tuple[int]] = CursorCodec(
+    "contacts", [Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]]
+)
 
 
 def _q(name: str) -> str:
@@ -139,28 +142,21 @@ def list_contacts(
     if not 1 <= limit <= MAX_PAGE:
         raise ValidationError(f"limit is 1-{MAX_PAGE}", field="limit", code="out_of_range")
     fragment, filter_params = compile_filter(filter)
-    after = decode_cursor(cursor) if cursor else 0
+    after = decode_cursor(account_id, cursor) if cursor else 0
     statement = sql.SQL(_q("list_contacts")).format(filter=fragment)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(statement, [account_id, after, *filter_params, limit + 1]).fetchall()
     items = [_contact(r) for r in rows[:limit]]
-    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+    next_cursor = encode_cursor(account_id, items[-1].id) if len(rows) > limit else None
     return ContactPage(items=items, next_cursor=next_cursor)
 
 
-def encode_cursor(last_id: int) -> str:
-    """The opaque cursor after contact `last_id`."""
-    return base64.urlsafe_b64encode(f"c:{last_id}".encode()).decode().rstrip("=")
+def encode_cursor(account_id: int, last_id: int) -> str:
+    """The opaque cursor of the account's listing after contact `last_id`."""
+    return CONTACT_CURSOR.encode(str(account_id), (last_id,))
 
 
-def decode_cursor(cursor: str) -> int:
-    """Inverse of `encode_cursor`; anything else is a 422 on `cursor`."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, number = text.partition(":")
-        value = int(number)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValidationError("malformed cursor", field="cursor", code="invalid_value") from None
-    if prefix != "c" or not 0 <= value <= MAX_ID:
-        raise ValidationError("malformed cursor", field="cursor", code="invalid_value")
-    return value
+def decode_cursor(account_id: int, cursor: str) -> int:
+    """Inverse of `encode_cursor` for this account; anything else is a 422 on `cursor`."""
+    (last_id,) = CONTACT_CURSOR.decode(cursor, str(account_id))
+    return last_id

@@ -7,16 +7,15 @@ shipped twice counts once (see `sql/clickhouse/001_entity_outcomes.sql`).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import msgspec
 import polars as pl
 import pyarrow as pa
 
+from crm_bulk.cursors import CursorCodec
 from crm_bulk.entitylog.engine import LogEngine
 from crm_bulk.entitylog.outbox import OUTCOMES
 from crm_bulk.entitylog.views import (
@@ -32,6 +31,13 @@ from crm_bulk.errors import ValidationError
 
 CANCELLED_CODE = "cancelled"
 MAX_LOG_LIMIT = 1000
+
+_UInt32 = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
+# A logs cursor: the (outcome, chunk_no, row_no) of the last row served, in one job of one account. The
+# outcome literal spells OUTCOMES out, which a type cannot be built from.
+LOG_CURSOR: CursorCodec[tuple[str, int, int]] = CursorCodec(
+    "logs", [Literal["succeeded", "failed", "skipped"], _UInt32, _UInt32]
+)
 
 # Column order and Arrow types of an `entity_outcomes` insert.
 OUTCOME_ROW_SCHEMA = pa.schema(
@@ -160,12 +166,18 @@ class ClickHouseStore:
                 f"outcome must be one of {', '.join(OUTCOMES)}", field="outcome", code="invalid"
             )
         _check_limit(limit)
-        params = _scope(job_id, account_id) | _after(cursor)
+        after = None if cursor is None else decode_cursor(job_id, account_id, cursor)
+        params = _scope(job_id, account_id) | _after(after)
         params |= {"outcome": outcome or "", "entity_id": entity_id, "limit": limit + 1}
         rows = self._outcome_rows("logs_page", params)
         more = len(rows) > limit
         rows = rows[:limit]
-        next_cursor = encode_cursor(str(rows[-1][0]), int(rows[-1][1]), int(rows[-1][2])) if more else None
+        last = rows[-1] if more else None
+        next_cursor = (
+            None
+            if last is None
+            else encode_cursor(job_id, account_id, str(last[0]), int(last[1]), int(last[2]))
+        )
         return LogPage(items=[_log_item(r) for r in rows], next_cursor=next_cursor)
 
     def error_summary(self, job_id: UUID, account_id: int) -> dict[str, int]:
@@ -227,28 +239,19 @@ class ClickHouseStore:
         return self.engine.rows("outcomes", name, params)
 
 
-def encode_cursor(outcome: str, chunk_no: int, row_no: int) -> str:
-    """The opaque logs cursor after the row (outcome, chunk_no, row_no)."""
-    raw = json.dumps([outcome, chunk_no, row_no], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def encode_cursor(job_id: UUID, account_id: int, outcome: str, chunk_no: int, row_no: int) -> str:
+    """The opaque cursor of the job's log after the row (outcome, chunk_no, row_no)."""
+    return LOG_CURSOR.encode(_cursor_scope(job_id, account_id), (outcome, chunk_no, row_no))
 
 
-def decode_cursor(cursor: str) -> tuple[str, int, int]:
-    """Inverse of `encode_cursor`; anything else raises `ValidationError` on field `cursor`."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        outcome, chunk_no, row_no = json.loads(raw)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise ValidationError("malformed cursor", field="cursor", code="invalid_cursor") from exc
-    if (
-        outcome not in OUTCOMES
-        or not isinstance(chunk_no, int)
-        or not isinstance(row_no, int)
-        or not 0 <= chunk_no < 2**32
-        or not 0 <= row_no < 2**32
-    ):
-        raise ValidationError("malformed cursor", field="cursor", code="invalid_cursor")
-    return outcome, chunk_no, row_no
+def decode_cursor(job_id: UUID, account_id: int, cursor: str) -> tuple[str, int, int]:
+    """Inverse of `encode_cursor` for this job of this account; anything else (another job's cursor
+    included) raises `ValidationError` on field `cursor`."""
+    return LOG_CURSOR.decode(cursor, _cursor_scope(job_id, account_id))
+
+
+def _cursor_scope(job_id: UUID, account_id: int) -> str:
+    return f"{account_id}/{job_id}"
 
 
 def _log_item(row: tuple[Any, ...]) -> LogItem:
@@ -268,9 +271,9 @@ def _check_limit(limit: int) -> None:
         raise ValidationError(f"limit must be 1..{MAX_LOG_LIMIT}", field="limit", code="out_of_range")
 
 
-def _after(cursor: str | None) -> dict[str, Any]:
+def _after(position: tuple[str, int, int] | None) -> dict[str, Any]:
     # The empty outcome sorts before every real one, so the first page needs no special query.
-    outcome, chunk_no, row_no = ("", 0, 0) if cursor is None else decode_cursor(cursor)
+    outcome, chunk_no, row_no = ("", 0, 0) if position is None else position
     return {"after_outcome": outcome, "after_chunk": chunk_no, "after_row": row_no}
 
 
