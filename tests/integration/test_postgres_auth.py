@@ -105,17 +105,23 @@ def _legacy_trusting_data_dir(data_dir: Path) -> None:
     subprocess.run(initdb, capture_output=True, user=user, group=user, check=True)
 
 
-def test_a_trusting_data_dir_is_switched_to_passwords_keeping_its_data(server_parent: Path) -> None:
+@pytest.mark.parametrize("running", [True, False], ids=["running", "stopped"])
+def test_a_trusting_data_dir_is_switched_to_passwords_keeping_its_data(
+    server_parent: Path, running: bool
+) -> None:
     server = LocalPostgres(server_parent / "postgres", _free_port())
     _legacy_trusting_data_dir(server.data_dir)
-    server._pg_ctl_start(_server_user())  # running as an earlier release left it: trusting everyone
+    server._pg_ctl_start(_server_user())  # as an earlier release ran it: trusting everyone
     _connect_without_password_to_postgres(server)
     with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
         conn.execute("CREATE DATABASE crm_bulk")
     with psycopg.connect(server.dsn) as conn:
         conn.execute("CREATE TABLE kept AS SELECT 42 AS answer")
+    if not running:
+        server.stop()
 
-    assert server.start() is False  # attaches to the running server and switches it over
+    # Attaches to the running server, or starts the stopped one, and switches it over.
+    assert server.start() is not running
     _assert_password_required(server)
     assert "trust" not in (server.data_dir / "pg_hba.conf").read_text()
     server.stop()
