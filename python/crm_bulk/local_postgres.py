@@ -140,6 +140,7 @@ class LocalPostgres:
         return started
 
     def _pg_ctl_start(self, user: str | None) -> None:
+        """Start the postmaster on this data directory and wait for pg_ctl's word that it is up."""
         args = [
             str(bin_dir() / "pg_ctl"),
             "-D",
@@ -255,6 +256,7 @@ class LocalPostgres:
             time.sleep(0.1)
 
     def _accepts_without_password(self) -> bool:
+        """True while the server lets a connection in that carries no password."""
         # An explicit empty password and a password file that does not exist: libpq then uses neither
         # PGPASSWORD nor ~/.pgpass (os.devnull would do too, but libpq warns that it is not a plain file).
         try:
