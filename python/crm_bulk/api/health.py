@@ -1,11 +1,18 @@
-"""`/healthz` (the process is up; each backend reported) and `/readyz` (every backend reachable)."""
+"""`/healthz` (the process is up; each backend reported) and `/readyz` (every backend reachable).
+
+The backends are probed at most once a second (`Resources.health_probes`), whatever the request rate. Where
+each backend is (host, port, database, data path) and what its driver said are shown only to an operator, who
+sends `CRM_BULK_HEALTH_TOKEN` as a bearer token; everyone else gets each backend's kind, status and latency.
+"""
 
 from __future__ import annotations
 
+import hmac
 import time
+from typing import Any
 
 import msgspec
-from litestar import Response, get
+from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 
@@ -14,11 +21,27 @@ from crm_bulk.api.resources import Resources
 from crm_bulk.errors import CrmBulkError
 
 
+# Backends whose errors are this process's own words (counts, no address or server message): public.
+OWN_ERRORS = frozenset({"postgres_pool"})
+UNAVAILABLE = "unavailable"
+
+
+class BackendReport(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One backend as the caller may see it: `target` only for an operator, and `error` too unless it is
+    this process's own."""
+
+    kind: str
+    ok: bool
+    latency_ms: float | None = None
+    error: str | None = None
+    target: str | None = None
+
+
 class HealthBody(msgspec.Struct, frozen=True):
     """Overall status and one entry per backend."""
 
     status: str
-    backends: dict[str, health.BackendStatus]
+    backends: dict[str, BackendReport]
 
 
 def _clickhouse_status(resources: Resources) -> health.BackendStatus:
@@ -34,17 +57,41 @@ def _clickhouse_status(resources: Resources) -> health.BackendStatus:
     )
 
 
-def collect(resources: Resources) -> HealthBody:
+def _probe_backends(resources: Resources) -> dict[str, health.BackendStatus]:
     """Probe every backend of this deployment."""
     database = health.probe_postgres(resources.database_url)
-    backends = {
+    return {
         "postgres": database,
         "queue": health.queue_status(resources.settings, database),
         "clickhouse": _clickhouse_status(resources),
         "ratelimit": health.ratelimit_status(resources.settings),
     }
+
+
+def _report(name: str, status: health.BackendStatus, *, detail: bool) -> BackendReport:
+    if detail:
+        return BackendReport(status.kind, status.ok, status.latency_ms, status.error, status.target)
+    error = status.error if name in OWN_ERRORS or status.error is None else UNAVAILABLE
+    return BackendReport(status.kind, status.ok, status.latency_ms, error)
+
+
+def collect(resources: Resources, *, detail: bool = True) -> HealthBody:
+    """Every backend of this deployment (probed at most once a second), with targets and driver errors when
+    `detail`."""
+    probed = resources.health_probes.get(lambda: _probe_backends(resources))
+    backends = {name: _report(name, status, detail=detail) for name, status in probed.items()}
     status = "ok" if all(b.ok for b in backends.values()) else "degraded"
     return HealthBody(status=status, backends=backends)
+
+
+def is_operator(request: Request[Any, Any, Any], resources: Resources) -> bool:
+    """True when the request carries the operator's health token as `Authorization: Bearer <token>`."""
+    token = resources.settings.health_token
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if token is None or scheme.lower() != "bearer":
+        return False
+    # Constant time: the comparison must not tell how much of a guess was right.
+    return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 @get(
@@ -54,9 +101,9 @@ def collect(resources: Resources) -> HealthBody:
     security=[{}],
     summary="Process liveness, with each backend reported",
 )
-def healthz(state: State) -> HealthBody:
+def healthz(state: State, request: Request[Any, Any, Any]) -> HealthBody:
     """Always 200 while the process serves; the body says how each backend answers."""
-    return collect(state.resources)
+    return collect(state.resources, detail=is_operator(request, state.resources))
 
 
 @get(
@@ -71,7 +118,7 @@ def healthz(state: State) -> HealthBody:
         )
     },
 )
-def readyz(state: State) -> Response[HealthBody]:
+def readyz(state: State, request: Request[Any, Any, Any]) -> Response[HealthBody]:
     """200 when every backend answers, else 503 with the same body."""
-    body = collect(state.resources)
+    body = collect(state.resources, detail=is_operator(request, state.resources))
     return Response(body, status_code=200 if body.status == "ok" else 503)

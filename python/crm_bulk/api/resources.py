@@ -12,11 +12,13 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from crm_bulk.api.client_address import TrustedProxies
+from crm_bulk.api.probe_cache import ProbeCache
 from crm_bulk.auth.throttle import LoginThrottle
 from crm_bulk.auth.tokens import TokenCodec
 from crm_bulk.entitylog.clickhouse import ClickHouseEngine
 from crm_bulk.entitylog.host import HostEngine, StoreHost
 from crm_bulk.entitylog.store import ClickHouseStore
+from crm_bulk.health import BackendStatus
 from crm_bulk.ratelimit import RateLimiter, RedisLimiter, limiter_from_settings
 from crm_bulk.settings import Settings
 
@@ -44,6 +46,8 @@ class Resources:
     login_throttle: LoginThrottle
     store_host: StoreHost | None = None
     proxies: TrustedProxies = field(default_factory=TrustedProxies)
+    # The backends' health, probed at most once a second for /healthz and /readyz.
+    health_probes: ProbeCache[dict[str, BackendStatus]] = field(default_factory=ProbeCache, repr=False)
     _pool: ConnectionPool[psycopg.Connection[Any]] | None = field(default=None, repr=False)
 
     @classmethod
