@@ -1,4 +1,4 @@
-"""The `crm-bulk` command line: `up`, `api`, `worker`, `scheduler`, `migrate`, `bench`.
+"""The `crm-bulk` command line: `up`, `api`, `worker`, `scheduler`, `migrate`, `accounts`, `bench`.
 
 Every failure a user can cause (bad settings, unreachable backends) ends with one line naming the problem
 and a non-zero exit code, never a traceback.
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import click
 
+from crm_bulk.auth.limits import MAX_ENTITIES_PER_SECOND, MAX_REQUESTS_PER_MINUTE
 from crm_bulk.errors import BackendUnavailableError, ConfigError, CrmBulkError
 from crm_bulk.settings import DEFAULT_CHUNK_SIZE, Settings
 
@@ -208,6 +209,50 @@ def up(processes: int | None) -> None:
             stop.set()
             for thread in background:
                 thread.join(timeout=150)
+
+
+@main.group()
+def accounts() -> None:
+    """Operator commands on accounts."""
+
+
+@accounts.command("set-limits")
+@click.argument("account_id", type=click.IntRange(min=1))
+@click.option(
+    "--requests-per-minute",
+    type=click.IntRange(min=1, max=MAX_REQUESTS_PER_MINUTE),
+    default=None,
+    help="API requests per minute (default: unchanged).",
+)
+@click.option(
+    "--entities-per-second",
+    type=click.IntRange(min=1, max=MAX_ENTITIES_PER_SECOND),
+    default=None,
+    help="Entities per second its bulk actions apply (default: unchanged).",
+)
+@friendly_errors
+def set_limits(account_id: int, requests_per_minute: int | None, entities_per_second: int | None) -> None:
+    """Set an account's limits, above the ceiling account admins are held to if need be."""
+    import psycopg
+
+    from crm_bulk.auth.accounts import update_limits
+    from crm_bulk.deployment import running_database
+
+    if requests_per_minute is None and entities_per_second is None:
+        raise CrmBulkError("give --requests-per-minute, --entities-per-second or both")
+    with running_database(load_settings(), start=False) as settings:
+        require_database(settings.postgres_dsn)
+        with psycopg.connect(settings.postgres_dsn) as conn:
+            account = update_limits(
+                conn,
+                account_id,
+                api_requests_per_minute=requests_per_minute,
+                entities_per_second=entities_per_second,
+            )
+    click.echo(
+        f"account {account.id}: {account.api_requests_per_minute} requests per minute, "
+        f"{account.entities_per_second} entities per second"
+    )
 
 
 def _stop_on_signals(stop: threading.Event) -> dict[int, object]:

@@ -14,15 +14,25 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from crm_bulk.api import create_app
+from crm_bulk.auth.limits import MAX_ENTITIES_PER_SECOND, MAX_REQUESTS_PER_MINUTE
 from crm_bulk.settings import Settings
 
 PASSWORD = "correct horse battery staple"
 PROBLEM_JSON = "application/problem+json"
 
 
+# Tests register their tenants from the one test client and may lift limits freely; the tests of the sign-up
+# throttle and of the limits' ceiling set these themselves.
+UNBOUNDED_TENANTS: dict[str, Any] = {
+    "registration_burst": 1_000_000,
+    "max_account_requests_per_minute": MAX_REQUESTS_PER_MINUTE,
+    "max_account_entities_per_second": MAX_ENTITIES_PER_SECOND,
+}
+
+
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Embedded-style settings with every file under `data_dir` (its own chDB store and JWT secret)."""
-    return replace(Settings(data_dir=data_dir), **overrides)
+    return replace(Settings(data_dir=data_dir), **(UNBOUNDED_TENANTS | overrides))
 
 
 def running_client(settings: Settings, database_url: str) -> Iterator[TestClient[Litestar]]:

@@ -6,6 +6,7 @@ Every function takes an open psycopg connection and runs inside the caller's tra
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from crm_bulk.auth import passwords
+from crm_bulk.auth.limits import LimitCeiling
 from crm_bulk.auth.roles import Role
 from crm_bulk.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
 from crm_bulk.sqlfiles import query
@@ -90,8 +92,9 @@ def normalize_login_email(email: str) -> str:
     return value
 
 
-def check_password(password: str) -> None:
-    """Length bounds only: long passphrases are welcome, hashing cost stays bounded."""
+def check_password(password: str, *, user_inputs: Sequence[str] = ()) -> None:
+    """Length bounds, then strength (`passwords.weakness`): long passphrases are welcome, hashing cost stays
+    bounded, and guessable passwords are refused with the field and a code."""
     if len(password) < passwords.MIN_PASSWORD_LENGTH:
         raise ValidationError(
             f"must be at least {passwords.MIN_PASSWORD_LENGTH} characters", field="password", code="too_short"
@@ -100,6 +103,10 @@ def check_password(password: str) -> None:
         raise ValidationError(
             f"must be at most {passwords.MAX_PASSWORD_LENGTH} characters", field="password", code="too_long"
         )
+    problem = passwords.weakness(password, user_inputs=user_inputs)
+    if problem is not None:
+        code, message = problem
+        raise ValidationError(message, field="password", code=code)
 
 
 def _create_user(conn: Connection, email: str, password: str) -> int:
@@ -113,7 +120,7 @@ def _create_user(conn: Connection, email: str, password: str) -> int:
 
 def register(conn: Connection, *, email: str, password: str, account_name: str) -> Registration:
     """Create an account and its admin; ConflictError when the email is taken (`email` is normalised)."""
-    check_password(password)
+    check_password(password, user_inputs=(email, account_name))
     user_id = _create_user(conn, email, password)
     account = conn.execute(_auth("insert_account"), {"name": account_name}).fetchone()
     assert account is not None  # INSERT … RETURNING always returns the row
@@ -163,10 +170,47 @@ def get_account(conn: Connection, account_id: int) -> Account:
     return Account(**row)
 
 
+def _within_ceiling(field: str, wanted: int | None, current: int, ceiling: int, setting: str) -> None:
+    """Refuse raising a limit above the ceiling; lowering one the operator set above it stays allowed."""
+    if wanted is not None and wanted > ceiling and wanted > current:
+        raise ValidationError(
+            f"must be at most {ceiling}, this deployment's ceiling ({setting}); only the operator can raise "
+            "an account above it",
+            field=field,
+            code="above_ceiling",
+        )
+
+
 def update_limits(
-    conn: Connection, account_id: int, *, api_requests_per_minute: int | None, entities_per_second: int | None
+    conn: Connection,
+    account_id: int,
+    *,
+    api_requests_per_minute: int | None,
+    entities_per_second: int | None,
+    ceiling: LimitCeiling | None = None,
 ) -> Account:
-    """Change the account's limits; None keeps a limit as it is."""
+    """Change the account's limits; None keeps a limit as it is.
+
+    With a `ceiling` (an account admin's change) no limit may be raised above it; without one (the operator's
+    change) anything goes up to the platform's maxima."""
+    if ceiling is not None:
+        # Locked, so the limits compared against are the ones being replaced.
+        conn.execute(_accounts("lock_account"), {"account_id": account_id})
+        current = get_account(conn, account_id)
+        _within_ceiling(
+            "api_requests_per_minute",
+            api_requests_per_minute,
+            current.api_requests_per_minute,
+            ceiling.api_requests_per_minute,
+            "CRM_BULK_MAX_ACCOUNT_REQUESTS_PER_MINUTE",
+        )
+        _within_ceiling(
+            "entities_per_second",
+            entities_per_second,
+            current.entities_per_second,
+            ceiling.entities_per_second,
+            "CRM_BULK_MAX_ACCOUNT_ENTITIES_PER_SECOND",
+        )
     params = {
         "account_id": account_id,
         "api_requests_per_minute": api_requests_per_minute,
@@ -200,7 +244,7 @@ def get_member(conn: Connection, account_id: int, user_id: int) -> Member:
 
 def add_member(conn: Connection, account_id: int, *, email: str, password: str, role: Role) -> Member:
     """A new user in the account; ConflictError when the email belongs to any user already."""
-    check_password(password)
+    check_password(password, user_inputs=(email,))
     user_id = _create_user(conn, email, password)
     conn.execute(_auth("insert_membership"), {"user_id": user_id, "account_id": account_id, "role": role})
     log.info("account %s: added member %s as %s", account_id, user_id, role)

@@ -36,6 +36,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
+from crm_bulk.auth.limits import MAX_ENTITIES_PER_SECOND, MAX_REQUESTS_PER_MINUTE
 from crm_bulk.errors import BackendUnavailableError, CrmBulkError
 from crm_bulk.local_postgres import LocalPostgres
 from crm_bulk.settings import DEFAULT_CHUNK_SIZE
@@ -248,6 +249,10 @@ class BenchStack:
                 "CRM_BULK_KAFKA_PARTITIONS": str(options.partitions),
                 "CRM_BULK_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
                 "CRM_BULK_LOG_LEVEL": options.log_level,
+                # The bench registers its accounts from one address and lifts their limits to the maxima.
+                "CRM_BULK_REGISTRATION_BURST": "1000",
+                "CRM_BULK_MAX_ACCOUNT_REQUESTS_PER_MINUTE": str(MAX_REQUESTS_PER_MINUTE),
+                "CRM_BULK_MAX_ACCOUNT_ENTITIES_PER_SECOND": str(MAX_ENTITIES_PER_SECOND),
             }
         )
         if options.deployment == "kafka":

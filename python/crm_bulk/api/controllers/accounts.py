@@ -13,14 +13,14 @@ from litestar.params import JSONBody, PathParameter
 from crm_bulk.api.controllers.auth import Email
 from crm_bulk.api.dependencies import Connection
 from crm_bulk.api.problems import AUTHENTICATED, problem_responses
+from crm_bulk.api.resources import Resources
 from crm_bulk.api.security import admin, viewer
 from crm_bulk.auth import accounts
 from crm_bulk.auth.accounts import Principal
+from crm_bulk.auth.limits import MAX_ENTITIES_PER_SECOND, MAX_REQUESTS_PER_MINUTE, LimitCeiling
 from crm_bulk.auth.roles import Role
 
 UserId = Annotated[int, PathParameter(ge=1, le=2**63 - 1, description="A member's user id")]
-MAX_REQUESTS_PER_MINUTE = 1_000_000
-MAX_ENTITIES_PER_SECOND = 10_000_000
 
 
 class Limits(msgspec.Struct):
@@ -41,14 +41,15 @@ class AccountResponse(msgspec.Struct):
 
 
 class LimitsUpdate(msgspec.Struct, forbid_unknown_fields=True):
-    """New limits; a missing one stays as it is."""
+    """New limits; a missing one stays as it is. Above the deployment's ceiling (`CRM_BULK_MAX_ACCOUNT_*`) a
+    limit cannot be raised (422 `above_ceiling`), only by the operator (`crm-bulk accounts set-limits`)."""
 
     api_requests_per_minute: Annotated[int, msgspec.Meta(ge=1, le=MAX_REQUESTS_PER_MINUTE)] | None = None
     entities_per_second: Annotated[int, msgspec.Meta(ge=1, le=MAX_ENTITIES_PER_SECOND)] | None = None
 
 
 class MemberCreate(msgspec.Struct, forbid_unknown_fields=True):
-    """A new user of the account."""
+    """A new user of the account; the password must be hard to guess (422 `weak_password`, `blank`)."""
 
     email: Email
     password: Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
@@ -118,13 +119,20 @@ class AccountController(Controller):
         data: JSONBody[LimitsUpdate],
         principal: NamedDependency[Principal],
         conn: NamedDependency[Connection],
+        resources: NamedDependency[Resources],
     ) -> AccountResponse:
-        """Takes effect on the next request (API) and the next chunk (workers)."""
+        """Takes effect on the next request (API) and the next chunk (workers); 422 `above_ceiling` for a
+        raise above the deployment's ceiling."""
+        settings = resources.settings
         account = accounts.update_limits(
             conn,
             principal.account_id,
             api_requests_per_minute=data.api_requests_per_minute,
             entities_per_second=data.entities_per_second,
+            ceiling=LimitCeiling(
+                api_requests_per_minute=settings.max_account_requests_per_minute,
+                entities_per_second=settings.max_account_entities_per_second,
+            ),
         )
         return _account_body(account, principal.role)
 

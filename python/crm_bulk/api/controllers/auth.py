@@ -8,19 +8,19 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, post
 from litestar.di import NamedDependency
-from litestar.exceptions import TooManyRequestsException
+from litestar.exceptions import PermissionDeniedException, TooManyRequestsException
 from litestar.params import JSONBody
 
 from crm_bulk import metrics
-from crm_bulk.api.dependencies import Connection
 from crm_bulk.api.client_address import client_address
 from crm_bulk.api.problems import problem_responses
 from crm_bulk.api.ratelimiting import rate_limit_headers
 from crm_bulk.api.resources import Resources
 from crm_bulk.auth import accounts
 from crm_bulk.auth.roles import Role
-from crm_bulk.auth.throttle import PER_EMAIL
+from crm_bulk.auth.throttle import Admission, Bucket, LoginThrottle, charge_signup
 from crm_bulk.errors import AuthenticationError, BackendUnavailableError, ValidationError
+from crm_bulk.ratelimit import Decision
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,12 @@ Password = Annotated[
 
 
 class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """A new account and its first admin."""
+    """A new account and its first admin; the password must be hard to guess (422 `weak_password`)."""
 
     email: Email
-    password: Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
+    password: Annotated[
+        str, msgspec.Meta(min_length=8, max_length=256, examples=["correct horse battery staple"])
+    ]
     account_name: Annotated[str, msgspec.Meta(min_length=1, max_length=200, examples=["Acme"])]
 
 
@@ -68,6 +70,56 @@ def _client_of(request: Request[Any, Any, Any]) -> str:
     return client_address(request, resources.proxies)
 
 
+def _throttled(
+    limit: str, message: str, refusal: Decision, *, window_seconds: int
+) -> TooManyRequestsException:
+    metrics.RATE_LIMITED.labels(limit=limit).inc()
+    return TooManyRequestsException(
+        message, headers=rate_limit_headers(refusal, window_seconds=window_seconds)
+    )
+
+
+def _check_signup(resources: Resources, client: str) -> None:
+    """403 when sign-up is closed, 429 when this client signed up too often; a limiter outage lets it by."""
+    settings = resources.settings
+    if not settings.open_registration:
+        raise PermissionDeniedException("sign-up is closed here: an account admin adds new users")
+    bucket = Bucket(settings.registration_burst, settings.registration_refill_seconds)
+    try:
+        decision = charge_signup(resources.limiter, client, bucket)
+    except BackendUnavailableError as exc:
+        metrics.RATE_LIMITER_ERRORS.inc()
+        log.warning("sign-up throttle unavailable, attempt let through: %s", exc)
+        return
+    if not decision.allowed:
+        raise _throttled(
+            "signup",
+            "too many sign-ups from this address; try again later",
+            decision,
+            window_seconds=bucket.window_seconds,
+        )
+
+
+def _admit_login(throttle: LoginThrottle, email: str, client: str) -> Admission:
+    """The throttle's admission; a limiter outage lets the attempt through."""
+    try:
+        return throttle.admit(email, client)
+    except BackendUnavailableError as exc:
+        metrics.RATE_LIMITER_ERRORS.inc()
+        log.warning("login throttle unavailable, attempt let through: %s", exc)
+        return Admission(None)
+
+
+def _count_failure(throttle: LoginThrottle, email: str, client: str, admission: Admission) -> Decision | None:
+    """Charge the failure; the refusal to answer instead of 401 when the email is guarded."""
+    try:
+        return throttle.record_failure(email, client, guarded=admission.guarded)
+    except BackendUnavailableError as exc:
+        metrics.RATE_LIMITER_ERRORS.inc()
+        log.warning("login throttle unavailable, failure not counted: %s", exc)
+        return None
+
+
 class AuthController(Controller):
     """Public routes that hand out identities and tokens."""
 
@@ -80,12 +132,18 @@ class AuthController(Controller):
         sync_to_thread=True,
         status_code=201,
         summary="Create an account and its admin user",
-        responses=problem_responses(400, 409, 413, 422, 503),
+        responses=problem_responses(400, 403, 409, 413, 422, 429, 503),
     )
     def register(
-        self, data: JSONBody[RegisterRequest], conn: NamedDependency[Connection]
+        self,
+        data: JSONBody[RegisterRequest],
+        request: Request[Any, Any, Any],
+        resources: NamedDependency[Resources],
     ) -> RegisterResponse:
-        """409 when a user with this email exists."""
+        """409 when a user with this email exists; 403 when sign-up is closed (`CRM_BULK_OPEN_REGISTRATION`);
+        429 when this client address signed up too often (`CRM_BULK_REGISTRATION_*`)."""
+        # No `conn` dependency: a refused sign-up must not take a pooled connection.
+        _check_signup(resources, _client_of(request))
         email = accounts.normalize_login_email(data.email)
         name = data.account_name.strip()
         if not name:
@@ -94,7 +152,9 @@ class AuthController(Controller):
             raise ValidationError(
                 "may not contain NUL characters", field="account_name", code="invalid_value"
             )
-        created = accounts.register(conn, email=email, password=data.password, account_name=name)
+        created = resources.in_transaction(
+            accounts.register, email=email, password=data.password, account_name=name
+        )
         return RegisterResponse(user_id=created.user_id, account_id=created.account_id, role=created.role)
 
     @post(
@@ -110,24 +170,19 @@ class AuthController(Controller):
         request: Request[Any, Any, Any],
         resources: NamedDependency[Resources],
     ) -> TokenResponse:
-        """401 for wrong credentials; repeated failures per email or per client answer 429 for a while."""
+        """401 for wrong credentials; repeated failures answer 429 for a while (`crm_bulk.auth.throttle`)."""
         # No `conn` here: a refused attempt must not take a pooled connection (nor wait for one), and none is
         # held while the throttle's backend answers.
         email = data.email.strip().lower()
         client = _client_of(request)
         throttle = resources.login_throttle
-        try:
-            refusal = throttle.refusal(email, client)
-        except BackendUnavailableError as exc:
-            metrics.RATE_LIMITER_ERRORS.inc()
-            log.warning("login throttle unavailable, attempt let through: %s", exc)
-            refusal = None
-        if refusal is not None:
-            metrics.RATE_LIMITED.labels(limit="login").inc()
-            window = int(PER_EMAIL.burst * PER_EMAIL.refill_seconds)
-            raise TooManyRequestsException(
+        admission = _admit_login(throttle, email, client)
+        if admission.refusal is not None:
+            raise _throttled(
+                "login",
                 "too many failed logins; try again later",
-                headers=rate_limit_headers(refusal, window_seconds=window),
+                admission.refusal,
+                window_seconds=throttle.per_pair.window_seconds,
             )
         try:
             user_id, account_id = resources.in_transaction(
@@ -135,11 +190,14 @@ class AuthController(Controller):
             )
         except AuthenticationError:
             metrics.LOGIN_FAILURES.inc()
-            try:
-                throttle.record_failure(email, client)
-            except BackendUnavailableError as exc:
-                metrics.RATE_LIMITER_ERRORS.inc()
-                log.warning("login throttle unavailable, failure not counted: %s", exc)
+            refusal = _count_failure(throttle, email, client, admission)
+            if refusal is not None:
+                raise _throttled(
+                    "login",
+                    "too many failed logins for this email; try again later",
+                    refusal,
+                    window_seconds=throttle.per_client.window_seconds,
+                ) from None
             raise
         issued = resources.tokens.issue(user_id=user_id, account_id=account_id)
         return TokenResponse(access_token=issued.access_token, expires_in=issued.expires_in)
