@@ -3,8 +3,10 @@
 - ids / filter / all: a snapshot of the matching live contact ids at plan time, read by keyset pagination on
   `id` (one page per chunk), so each chunk is an ascending run of ids.
 - import with inline records: the records in input order, sliced into chunks.
-- streamed import: the API appends slices as they arrive (`append_import_chunk`) and then calls
-  `finish_import`.
+- streamed import: the API appends slices as they arrive (`append_import_chunk`, each slice in a short
+  transaction of its own while the job is `uploading`, which no scheduler picks up) and then calls
+  `finish_import`, which makes the job planned and runnable in one step; a failed upload is removed with
+  `discard_import`, also in one step.
 
 Planning happens in one transaction holding the job row lock, so concurrent planners (several schedulers)
 plan a job once; planning a planned job returns its chunk count.
@@ -107,6 +109,14 @@ def finish_import(conn: Conn, job_id: UUID) -> int:
         chunks = ledger.close_import(conn, job_id)
     log.info("import %s finished: %d entities in %d chunks", job_id, job["total"], chunks)
     return chunks
+
+
+def discard_import(conn: Conn, job_id: UUID) -> bool:
+    """Delete an unfinished streamed import (`uploading`) with its chunks; True when there was one."""
+    chunks = ledger.discard_upload(conn, job_id)
+    if chunks is not None:
+        log.info("upload %s discarded with its %d chunks", job_id, chunks)
+    return chunks is not None
 
 
 def _check_chunk_size(chunk_size: int) -> None:

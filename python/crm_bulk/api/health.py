@@ -1,8 +1,13 @@
 """`/healthz` (the process is up; each backend reported) and `/readyz` (every backend reachable).
 
-The backends are probed at most once a second (`Resources.health_probes`), whatever the request rate. Where
-each backend is (host, port, database, data path) and what its driver said are shown only to an operator, who
-sends `CRM_BULK_HEALTH_TOKEN` as a bearer token; everyone else gets each backend's kind, status and latency.
+`postgres_pool` is this process's own connection pool: a database that answers does not make the API ready
+when every pooled connection is taken and requests queue for one (they would answer 503 after the pool's
+wait). It is ready again as soon as a connection comes free.
+
+The backends are probed at most once a second (`Resources.health_probes`), whatever the request rate; the
+pool, this process's own state, is read on every request. Where each backend is (host, port, database, data
+path) and what its driver said are shown only to an operator, who sends `CRM_BULK_HEALTH_TOKEN` as a bearer
+token; everyone else gets each backend's kind, status and latency.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ from litestar.openapi.datastructures import ResponseSpec
 from crm_bulk import health
 from crm_bulk.api.resources import Resources
 from crm_bulk.errors import CrmBulkError
+
+# How long /readyz waits for a pooled connection when none is idle before it calls the pool exhausted: well
+# under a readiness probe's timeout, long enough to ride out a burst of short requests.
+POOL_WAIT_SECONDS = 0.5
 
 
 # Backends whose errors are this process's own words (counts, no address or server message): public.
@@ -57,6 +66,21 @@ def _clickhouse_status(resources: Resources) -> health.BackendStatus:
     )
 
 
+def _pool_status(resources: Resources) -> health.BackendStatus:
+    started = time.perf_counter()
+    ok = resources.pool_has_room(wait=POOL_WAIT_SECONDS)
+    stats = resources.pool_stats()
+    if ok:
+        return health.BackendStatus(
+            "pool", "api", ok=True, latency_ms=round((time.perf_counter() - started) * 1000, 2)
+        )
+    error = (
+        f"no pooled connection free within {POOL_WAIT_SECONDS} s: {stats.get('pool_size', 0)} open, "
+        f"{stats.get('pool_available', 0)} idle, {stats.get('requests_waiting', 0)} requests waiting"
+    )
+    return health.BackendStatus("pool", "api", ok=False, error=error)
+
+
 def _probe_backends(resources: Resources) -> dict[str, health.BackendStatus]:
     """Probe every backend of this deployment."""
     database = health.probe_postgres(resources.database_url)
@@ -79,7 +103,9 @@ def collect(resources: Resources, *, detail: bool = True) -> HealthBody:
     """Every backend of this deployment (probed at most once a second), with targets and driver errors when
     `detail`."""
     probed = resources.health_probes.get(lambda: _probe_backends(resources))
-    backends = {name: _report(name, status, detail=detail) for name, status in probed.items()}
+    statuses = {"postgres": probed["postgres"], "postgres_pool": _pool_status(resources)}
+    statuses.update((name, status) for name, status in probed.items() if name != "postgres")
+    backends = {name: _report(name, status, detail=detail) for name, status in statuses.items()}
     status = "ok" if all(b.ok for b in backends.values()) else "degraded"
     return HealthBody(status=status, backends=backends)
 

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from crm_bulk.api.client_address import TrustedProxies
 from crm_bulk.api.probe_cache import ProbeCache
+from crm_bulk.api.upload_slots import UploadSlots
 from crm_bulk.auth.throttle import LoginThrottle
 from crm_bulk.auth.tokens import TokenCodec
 from crm_bulk.entitylog.clickhouse import ClickHouseEngine
@@ -20,7 +21,7 @@ from crm_bulk.entitylog.host import HostEngine, StoreHost
 from crm_bulk.entitylog.store import ClickHouseStore
 from crm_bulk.health import BackendStatus
 from crm_bulk.ratelimit import RateLimiter, RedisLimiter, limiter_from_settings
-from crm_bulk.settings import Settings
+from crm_bulk.settings import API_POOL_SIZE, Settings
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ T = TypeVar("T")
 
 # Request handlers run in worker threads (anyio's default limit is 40); beyond this many connections they
 # queue for one instead of piling onto PostgreSQL.
-POOL_MAX_SIZE = 12
+POOL_MAX_SIZE = API_POOL_SIZE
 POOL_TIMEOUT_SECONDS = 10.0
 
 
@@ -44,6 +45,7 @@ class Resources:
     limiter: RateLimiter
     tokens: TokenCodec
     login_throttle: LoginThrottle
+    uploads: UploadSlots
     store_host: StoreHost | None = None
     proxies: TrustedProxies = field(default_factory=TrustedProxies)
     # The backends' health, probed at most once a second for /healthz and /readyz.
@@ -65,6 +67,7 @@ class Resources:
             limiter=limiter,
             tokens=TokenCodec.from_settings(settings),
             login_throttle=LoginThrottle(limiter),
+            uploads=UploadSlots(total=settings.max_uploads, per_account=settings.max_uploads_per_account),
             store_host=host,
             proxies=TrustedProxies.from_settings(settings),
         )
@@ -108,6 +111,27 @@ class Resources:
         login throttle) and must not hold one meanwhile. Blocks: call it from a worker thread."""
         with self.connection() as conn:
             return work(conn, *args, **kwargs)
+
+    def pool_has_room(self, *, wait: float) -> bool:
+        """Whether the pool can give a connection within `wait` seconds: at once when one is idle or the pool
+        may still grow, else by waiting for one (in line behind the requests already waiting)."""
+        if self._pool is None:
+            return False
+        stats = self._pool.get_stats()
+        if stats.get("pool_available", 0) > 0 and stats.get("requests_waiting", 0) == 0:
+            return True
+        if stats.get("pool_size", 0) < POOL_MAX_SIZE and stats.get("requests_waiting", 0) == 0:
+            return True
+        try:
+            conn = self._pool.getconn(timeout=wait)
+        except PoolTimeout:
+            return False
+        self._pool.putconn(conn)
+        return True
+
+    def pool_stats(self) -> dict[str, int]:
+        """The pool's counters (`pool_size`, `pool_available`, `requests_waiting`, …); empty before `open`."""
+        return {} if self._pool is None else self._pool.get_stats()
 
     def close(self) -> None:
         """Release every client."""

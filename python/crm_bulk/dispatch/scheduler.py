@@ -22,6 +22,7 @@ import psycopg
 from crm_bulk.dispatch.release import release_chunks, release_stale_chunks
 from crm_bulk.errors import CrmBulkError
 from crm_bulk.jobs.lifecycle import (
+    discard_abandoned_uploads,
     finish_jobs,
     plan_next_job,
     promote_due_jobs,
@@ -137,6 +138,7 @@ class _DispatchPass:
         now = time.monotonic()
         if now - self._last_sweep >= SWEEP_EVERY_SECONDS:
             self._counters.cancelled_chunks += sweep_cancelled_jobs(conn)
+            discard_abandoned_uploads(conn)
             self._last_sweep = now
         if now - self._last_stale >= STALE_CHECK_EVERY_SECONDS:
             self._counters.republished += release_stale_chunks(

@@ -13,6 +13,7 @@ from uuid import UUID
 from crm_bulk.entitylog.events import record_event
 from crm_bulk.errors import PermanentError
 from crm_bulk.ledger import cancel_open_chunks
+from crm_bulk.ledger import discard_abandoned_uploads as _discard_abandoned
 from crm_bulk.planner import plan_job
 from crm_bulk.postgres import Conn, classify
 from crm_bulk.sqlfiles import query
@@ -142,3 +143,18 @@ def sweep_cancelled_jobs(conn: Conn) -> int:
     for job_id, _account_id in jobs:
         total += cancel_open_chunks(conn, job_id).chunks
     return total
+
+
+# An upload refreshes its job's `upload_seen_at` at least every minute while its body arrives
+# (`crm_bulk.api.import_session.HEARTBEAT_SECONDS`); ten minutes of silence means its API process is gone.
+ABANDONED_UPLOAD_SECONDS = 600.0
+
+
+def discard_abandoned_uploads(conn: Conn, *, older_than_seconds: float = ABANDONED_UPLOAD_SECONDS) -> int:
+    """Delete `uploading` jobs (with their chunks) whose API process stopped giving signs of life; they were
+    never visible nor runnable. Return how many."""
+    with conn.transaction():
+        gone = _discard_abandoned(conn, older_than_seconds=older_than_seconds, limit=BATCH)
+    for job_id, account_id in gone:
+        log.warning("upload %s of account %s abandoned mid-body: discarded", job_id, account_id)
+    return len(gone)

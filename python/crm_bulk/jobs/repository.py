@@ -32,8 +32,8 @@ JOB_STATUSES: tuple[str, ...] = (
 )
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "completed_with_errors", "failed", "cancelled"})
 MAX_PAGE = 200
-# The request hash of a streamed upload until its body has been read whole (replaced in the same
-# transaction, so no committed job keeps it).
+# The request hash of a streamed upload until its body has been read whole (replaced in the transaction
+# that finishes the upload, so only an `uploading` job keeps it).
 PENDING_REQUEST_HASH = "pending"
 
 
@@ -73,10 +73,13 @@ def create_job(
     request: BulkActionRequest,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    uploading: bool = False,
 ) -> Job:
     """Store a validated request as a new job: `scheduled` when `scheduled_for` is in the future, else
     `queued`; not yet planned. The same idempotency key with the same request (hash) within 24 hours
-    returns the existing job; with a different request it raises `ConflictError(existing_id)`.
+    returns the existing job; with a different request it raises `ConflictError(existing_id)`. With
+    `uploading` (a streamed upload whose body is still arriving) the job is `uploading`: neither runnable
+    nor visible until `crm_bulk.planner.finish_import`.
 
     An import without inline records is a streamed import: its chunks arrive through
     `crm_bulk.planner.append_import_chunk`.
@@ -94,6 +97,7 @@ def create_job(
         "scheduled_for": request.scheduled_for,
         "idempotency_key": idempotency_key,
         "request_hash": digest,
+        "uploading": uploading,
     }
     with conn.transaction():
         if idempotency_key is not None:
@@ -161,6 +165,9 @@ def job_for_idempotency_key(conn: Conn, account_id: int, key: str) -> tuple[Job,
     if expired:
         conn.execute(query("postgres", "jobs", "release_idempotency_key"), {"job_id": job_id})
         return None
+    if stored_hash == PENDING_REQUEST_HASH:
+        # An upload under this key is still arriving; its job is not visible yet, nor is its hash known.
+        raise ConflictError("idempotency key is held by an upload in progress; retry")
     return get_job(conn, account_id, job_id), str(stored_hash)
 
 

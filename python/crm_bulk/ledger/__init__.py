@@ -4,6 +4,7 @@ the job counters each transition moves. Only this package writes chunk states.
 | transition   | from → to                  | module            | called by                          |
 |--------------|----------------------------|-------------------|------------------------------------|
 | planned      | - → pending                | `planned`         | the planner, streamed imports      |
+| discarded    | pending → (deleted)        | `planned`         | a failed or abandoned upload       |
 | released     | pending → released         | `released`        | the scheduler's fair release       |
 | republished  | released → released        | `released`        | the scheduler (stale releases)     |
 | claimed      | locked for one transaction | `claimed`         | the apply engine                   |
@@ -17,7 +18,15 @@ transaction. Lock order everywhere: chunk rows first, then the job row.
 """
 
 from crm_bulk.ledger.claimed import ChunkLookup, ClaimedChunk, claim_chunk, complete_chunk, look_up_chunk
-from crm_bulk.ledger.planned import add_chunks, close_import, insert_chunks, mark_planned
+from crm_bulk.ledger.planned import (
+    add_chunks,
+    close_import,
+    discard_abandoned_uploads,
+    discard_upload,
+    insert_chunks,
+    mark_planned,
+    touch_upload,
+)
 from crm_bulk.ledger.released import (
     InFlight,
     OpenChunk,
@@ -44,6 +53,8 @@ __all__ = [
     "claim_chunk",
     "close_import",
     "complete_chunk",
+    "discard_abandoned_uploads",
+    "discard_upload",
     "fail_chunk",
     "in_flight",
     "insert_chunks",
@@ -53,4 +64,5 @@ __all__ = [
     "mark_released",
     "note_retry",
     "republish_stale",
+    "touch_upload",
 ]

@@ -41,10 +41,25 @@ Outcome = Literal["succeeded", "failed", "skipped"]
 ERROR_CSV_BATCH = 50_000
 
 
-async def _limited(request: Request[Any, Any, Any], limit: int) -> AsyncIterator[bytes]:
-    """The body's pieces; past `limit` bytes, 413 (a chunked upload declares no length up front)."""
+async def _limited(request: Request[Any, Any, Any], limit: int, idle_timeout: float) -> AsyncIterator[bytes]:
+    """The body's pieces; past `limit` bytes, 413 (a chunked upload declares no length up front); nothing
+    received for `idle_timeout` seconds, 408 (a stalled client must not keep its upload open)."""
     received = 0
-    async for piece in request.stream():
+    pieces = request.stream().__aiter__()
+    while True:
+        # The deadline covers only the wait for the next piece, never the yield: the caller's work on a
+        # piece (parsing, writing chunks) is not the client's idleness.
+        with anyio.move_on_after(idle_timeout) as waiting:
+            try:
+                piece = await pieces.__anext__()
+            except StopAsyncIteration:
+                return
+        if waiting.cancelled_caught:
+            raise HTTPException(
+                status_code=408,
+                detail=f"no data received for {idle_timeout:g} s (CRM_BULK_UPLOAD_IDLE_TIMEOUT_SECONDS)",
+                headers={"Connection": "close"},
+            )
         received += len(piece)
         if received > limit:
             raise _too_large(limit)
@@ -52,16 +67,20 @@ async def _limited(request: Request[Any, Any, Any], limit: int) -> AsyncIterator
 
 
 def _held_key(resources: Resources, account_id: int, key: str) -> tuple[Job, str] | None:
-    # A short transaction: the upload that may follow holds a connection of its own (ImportSession).
+    # A short transaction: no connection is held while the body arrives (ImportSession).
     return resources.in_transaction(jobs.job_for_idempotency_key, account_id, key)
 
 
 async def _same_upload_again(
-    request: Request[Any, Any, Any], spec: BulkActionRequest, limit: int, job: Job, stored_hash: str
+    request: Request[Any, Any, Any],
+    spec: BulkActionRequest,
+    limits: tuple[int, float],
+    job: Job,
+    stored_hash: str,
 ) -> Job:
     """The job an earlier upload with this key made, if this upload is the same (parameters and body)."""
     digest = upload_digest(spec)
-    async for piece in _limited(request, limit):
+    async for piece in _limited(request, *limits):
         digest.update(piece)
     if digest.hexdigest() != stored_hash:
         raise ConflictError("idempotency key was used with a different request", existing_id=str(job.id))
@@ -142,7 +161,7 @@ class BulkActionController(Controller):
         request_max_body_size=None,
         summary="Import contacts from a streamed CSV or NDJSON upload",
         operation_class=ImportUploadOperation,
-        responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
+        responses=problem_responses(400, 401, 403, 408, 409, 413, 415, 422, 429, 503),
     )
     async def import_upload(
         self,
@@ -161,7 +180,9 @@ class BulkActionController(Controller):
         """Rows are parsed and stored as chunks while they arrive, so the file is never held whole; the job
         exists (and becomes visible) once the upload has ended well. Bad rows do not fail the upload: each
         becomes that entity's outcome. A malformed file answers 422 and leaves nothing behind. A repeated
-        upload with the same Idempotency-Key is read (to compare it) but not stored again."""
+        upload with the same Idempotency-Key is read (to compare it) but not stored again. A client that sends
+        nothing for CRM_BULK_UPLOAD_IDLE_TIMEOUT_SECONDS gets 408, also leaving nothing; more uploads in
+        progress than CRM_BULK_MAX_UPLOADS (per account: CRM_BULK_MAX_UPLOADS_PER_ACCOUNT) answer 429."""
         parser = parser_for(request.headers.get("content-type", ""))
         if parser is None:
             raise HTTPException(status_code=415, detail="send Content-Type: text/csv or application/x-ndjson")
@@ -170,19 +191,25 @@ class BulkActionController(Controller):
         if declared.isdigit() and int(declared) > limit:
             raise _too_large(limit)
         spec = BulkActionRequest(action="import", on_duplicate=on_duplicate, scheduled_for=scheduled_for)
-        if idempotency_key is not None:
-            held = await anyio.to_thread.run_sync(_held_key, resources, principal.account_id, idempotency_key)
-            if held is not None:
-                return await _same_upload_again(request, spec, limit, *held)
-        upload = ImportSession(resources, principal, spec, parser, idempotency_key=idempotency_key)
-        try:
-            async for piece in _limited(request, limit):
-                if piece:
-                    await anyio.to_thread.run_sync(upload.consume, piece)
-            return await anyio.to_thread.run_sync(upload.finish)
-        except BaseException:
-            await anyio.to_thread.run_sync(upload.abort)
-            raise
+        limits = (limit, resources.settings.upload_idle_timeout_seconds)
+        with resources.uploads.hold(principal.account_id):
+            if idempotency_key is not None:
+                held = await anyio.to_thread.run_sync(
+                    _held_key, resources, principal.account_id, idempotency_key
+                )
+                if held is not None:
+                    return await _same_upload_again(request, spec, limits, *held)
+            upload = ImportSession(resources, principal, spec, parser, idempotency_key=idempotency_key)
+            try:
+                async for piece in _limited(request, *limits):
+                    if piece:
+                        await anyio.to_thread.run_sync(upload.consume, piece)
+                return await anyio.to_thread.run_sync(upload.finish)
+            except BaseException:
+                # Shielded: a cancelled request (the client gone) must still discard what it stored.
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(upload.abort)
+                raise
 
     @get(
         "",

@@ -8,7 +8,8 @@ VALUES (%(job_id)s, %(chunk_no)s, %(account_id)s, %(entity_count)s, %(payload)s)
 -- name: add_chunks
 -- An import slice was appended: the job knows more chunks and entities, but is not planned until finished.
 UPDATE bulk_actions
-SET chunk_count = chunk_count + %(chunks)s, total = total + %(entities)s
+SET chunk_count = chunk_count + %(chunks)s, total = total + %(entities)s,
+    upload_seen_at = CASE WHEN status = 'uploading' THEN now() END
 WHERE id = %(job_id)s
 
 -- name: mark_planned
@@ -17,7 +18,34 @@ SET total = %(total)s, chunk_count = %(chunk_count)s, planned = true
 WHERE id = %(job_id)s
 
 -- name: finish_import
-UPDATE bulk_actions SET planned = true WHERE id = %(job_id)s RETURNING chunk_count
+-- An upload that ends well becomes a job in one step: planned, and `queued` (or `scheduled`).
+UPDATE bulk_actions
+SET planned = true,
+    status = CASE WHEN status <> 'uploading' THEN status
+                  WHEN scheduled_for > now() THEN 'scheduled'
+                  ELSE 'queued' END,
+    upload_seen_at = NULL
+WHERE id = %(job_id)s
+RETURNING chunk_count
+
+-- name: touch_upload
+-- The upload's API process is alive (no slice completed for a while: a slow client).
+UPDATE bulk_actions SET upload_seen_at = now() WHERE id = %(job_id)s AND status = 'uploading'
+
+-- name: discard_upload
+-- A failed upload leaves nothing: its job and, by ON DELETE CASCADE, every chunk written so far, in one step.
+DELETE FROM bulk_actions WHERE id = %(job_id)s AND status = 'uploading' RETURNING chunk_count
+
+-- name: discard_abandoned_uploads
+-- Uploads whose API process stopped giving signs of life (it died mid-upload): discarded as a failed one is.
+DELETE FROM bulk_actions
+WHERE id IN (
+    SELECT id FROM bulk_actions
+    WHERE status = 'uploading' AND upload_seen_at < now() - make_interval(secs => %(older_than)s)
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, account_id
 
 -- name: chunks_in_flight
 SELECT count(*), coalesce(sum(entity_count), 0)
