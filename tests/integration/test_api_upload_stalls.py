@@ -297,6 +297,30 @@ def test_upload_caps_answer_429_until_a_slot_frees(server: Server, database_url:
     _end_jobs(database_url, [account_id for account_id, _ in accounts])
 
 
+def test_an_upload_whose_client_goes_away_leaves_nothing(server: Server, database_url: str) -> None:
+    """The client closes its connection after its first MB (chunks already stored): all of it is discarded
+    at once, without waiting for the idle timeout, and its slot is free again."""
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        account_id, headers = _account(database_url, client)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        head = [
+            "POST /bulk-actions/import HTTP/1.1",
+            f"Host: 127.0.0.1:{server.port}",
+            "Content-Type: text/csv",
+            f"Content-Length: {50 * 1024 * 1024}",
+            *(f"{name}: {value}" for name, value in headers.items()),
+        ]
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + _csv(STALL_BYTES))
+        deadline = time.monotonic() + IDLE_TIMEOUT
+        while _stored(database_url, [account_id])[1] == 0:
+            assert time.monotonic() < deadline, "the upload stored no chunk"
+            time.sleep(0.02)
+    gone_at = time.monotonic()
+    while _stored(database_url, [account_id])[:2] != (0, 0) or server.resources.uploads.in_use:
+        assert time.monotonic() - gone_at < IDLE_TIMEOUT * 0.9, "the upload was not discarded at once"
+        time.sleep(0.02)
+
+
 def test_readyz_reports_an_exhausted_pool_and_its_recovery(server: Server) -> None:
     """Every pooled connection taken: /readyz answers 503 naming the pool; given back, 200 again."""
     with httpx.Client(base_url=server.base, timeout=30) as client:
