@@ -67,7 +67,8 @@ def other(client: TestClient[Litestar]) -> Tenant:
 
 
 def drive(client: TestClient[Litestar], database_url: str, *job_ids: str) -> None:
-    """Plan, start, apply every chunk, finish, and ship the outcomes of these jobs."""
+    """Plan, start, apply every chunk, ship the outcomes and finish these jobs (a job ends once its log is
+    complete)."""
     ids = [UUID(j) for j in job_ids]
     store = client.app.state.resources.store
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -81,9 +82,9 @@ def drive(client: TestClient[Litestar], database_url: str, *job_ids: str) -> Non
         ).fetchall()
         for job_id, chunk_no in chunks:
             apply_chunk(conn, job_id, chunk_no, worker="test")
-        finish_jobs(conn)
         while ship_outcomes(conn, store):
             pass
+        finish_jobs(conn)
 
 
 def _contacts(client: TestClient[Litestar], tenant: Tenant, n: int, **fields: Any) -> list[int]:

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from crm_bulk.entitylog.store import ClickHouseStore
+from crm_bulk.jobs.repository import get_job
 from crm_bulk.local_postgres import LocalPostgres
 from crm_bulk.queue.kafka.admin import delete_topics
 from crm_bulk.settings import Settings
@@ -221,18 +222,25 @@ def test_clickhouse_unreachable_mid_job_delays_the_log_but_loses_nothing(
         with scheduler(settings), worker_pool(settings, 2, tmp_path) as pool:
             with shipper(settings, store):
                 _wait_chunks_done(conn, job_id, at_least=3)
-            # The chDB shipper is gone from here on too: nothing reaches the log, processing goes on.
-            job = wait_terminal(conn, account, job_id, timeout=240)
+            # The chDB shipper is gone from here on too: nothing reaches the log, processing goes on, and
+            # the job, every chunk applied, stays running until its log is complete.
+            _wait_chunks_done(conn, job_id, at_least=ENTITIES // CHUNK, timeout=240)
+            time.sleep(1.0)  # several finishing passes of the scheduler
+            waiting = get_job(conn, account, job_id)
+            conn.commit()
             log = pool.log()
+            row = conn.execute(
+                "SELECT count(*) FROM bulk_action_chunks WHERE job_id = %s AND outcomes IS NOT NULL",
+                (job_id,),
+            ).fetchone()
+            conn.commit()
+            with shipper(settings, store):
+                job = wait_terminal(conn, account, job_id, timeout=120)
+        assert (waiting.status, waiting.succeeded, waiting.finished_at) == ("running", ENTITIES, None)
         assert job.status == "completed"
         assert "shipper waits" in log
-        row = conn.execute(
-            "SELECT count(*) FROM bulk_action_chunks WHERE job_id = %s AND outcomes IS NOT NULL", (job_id,)
-        ).fetchone()
-        conn.commit()
         assert row is not None and row[0] > 0, "expected outboxes waiting for ClickHouse"
-        with shipper(settings, store):
-            wait_shipped(conn, job_id, timeout=120)
+        wait_shipped(conn, job_id, timeout=5)
         _assert_exactly_once(conn, store, account, job_id, tag="log-outage", entities=ENTITIES)
 
 

@@ -23,6 +23,7 @@ from crm_bulk.queue.kafka.admin import delete_topics
 from crm_bulk.settings import Settings
 from tests.integration.pipeline_support import (
     ledger_summary,
+    log_discarded,
     make_account,
     own_database,
     pipeline_settings,
@@ -91,7 +92,7 @@ def test_a_small_job_overtakes_a_big_one(fair_db: str, backends: dict[str, Any],
         small_account = make_account(conn)
         seed_contacts(conn, big_account, BIG)
         seed_contacts(conn, small_account, SMALL)
-        with scheduler(settings), worker_pool(settings, 2, tmp_path):
+        with scheduler(settings), log_discarded(settings), worker_pool(settings, 2, tmp_path):
             big = submit_tagging(conn, big_account, "big")
             big_started = time.monotonic()
             deadline = time.monotonic() + 120
@@ -131,7 +132,7 @@ def test_a_rate_limited_account_is_paced_and_another_is_not_slowed(
         seed_contacts(conn, solo_account, FREE_ENTITIES)
         seed_contacts(conn, free_account, FREE_ENTITIES)
         seed_contacts(conn, warm_account, 10)
-        with scheduler(settings), worker_pool(settings, 2, tmp_path):
+        with scheduler(settings), log_discarded(settings), worker_pool(settings, 2, tmp_path):
             # Measured on a running pool, not on its start-up.
             wait_terminal(conn, warm_account, submit_tagging(conn, warm_account, "warm-up"), timeout=60)
             # The unlimited account's speed alone, then beside the paced one.

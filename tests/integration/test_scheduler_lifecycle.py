@@ -26,7 +26,12 @@ from crm_bulk.ledger.terminal import fail_chunk
 from crm_bulk.postgres import Conn
 from crm_bulk.queue.messages import ChunkMessage
 from tests.databases import quiet_connection
-from tests.integration.pipeline_support import make_account, own_database, seed_contacts
+from tests.integration.pipeline_support import (
+    make_account,
+    own_database,
+    seed_contacts,
+    stamp_outboxes_shipped,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -179,6 +184,7 @@ def test_a_job_finishes_when_every_chunk_is_terminal_with_the_status_its_counts_
             apply_chunk(conn, job_id, chunk_no)
         if chunk_no < 2:
             assert finish_jobs(conn) == []
+    stamp_outboxes_shipped(conn, job_id)
     (finished,) = finish_jobs(conn)
     assert (finished.job_id, finished.status) == (job_id, status)
     job = get_job(conn, account, job_id)

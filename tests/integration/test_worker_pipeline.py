@@ -107,13 +107,13 @@ def test_a_100k_entity_job_completes_exactly_once_on_both_queues(
         assert events.count("finished") == 1
 
 
-def test_the_pool_serves_prometheus_metrics(pipe_db: str, tmp_path: Path) -> None:
+def test_the_pool_serves_prometheus_metrics(pipe_db: str, store: ClickHouseStore, tmp_path: Path) -> None:
     settings = pipeline_settings(pipe_db, queue_url=None, worker_metrics_port=_free_port())
     with psycopg.connect(pipe_db) as conn:
         account = make_account(conn)
         seed_contacts(conn, account, 12_000)
         job_id = submit_tagging(conn, account, "metered")
-        with scheduler(settings), worker_pool(settings, 2, tmp_path):
+        with scheduler(settings), shipper(settings, store), worker_pool(settings, 2, tmp_path):
             wait_terminal(conn, account, job_id, timeout=120)
             deadline = time.monotonic() + 20
             text = ""

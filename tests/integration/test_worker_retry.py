@@ -27,7 +27,13 @@ from crm_bulk.worker.chunk_worker import ChunkWorker
 from crm_bulk.worker.ledger_access import PostgresWorkerLedger
 from crm_bulk.worker.pacing import EntityPacer
 from tests.databases import quiet_connection
-from tests.integration.pipeline_support import make_account, own_database, seed_contacts, submit_tagging
+from tests.integration.pipeline_support import (
+    make_account,
+    own_database,
+    seed_contacts,
+    stamp_outboxes_shipped,
+    submit_tagging,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -120,6 +126,7 @@ def test_transient_errors_are_retried_at_the_fixed_interval_then_applied(
     elapsed = time.monotonic() - started
     assert (counters.applied, counters.retries, counters.failed) == (2, 2, 0)
     assert elapsed >= 2 * WAIT
+    stamp_outboxes_shipped(conn, job_id)
     finish_jobs(conn)
     job = get_job(conn, account, job_id)
     assert (job.status, job.succeeded) == ("completed", 20)
@@ -152,6 +159,7 @@ def test_a_chunk_that_exhausts_its_retries_is_dead_lettered_and_failed_with_outc
     assert letter.message is not None and (letter.message.job_id, letter.message.chunk_no) == (str(job_id), 1)
     assert letter.attempts == 3
     assert "serialization failure" in letter.reason and "gave up after 3 attempts" in letter.reason
+    stamp_outboxes_shipped(conn, job_id)
     finish_jobs(conn)
     job = get_job(conn, account, job_id)
     assert (job.status, job.succeeded, job.failed, job.total) == ("completed_with_errors", 10, 10, 20)
@@ -174,6 +182,7 @@ def test_a_permanent_error_is_not_retried(
     monkeypatch.setattr(ledger_access, "apply_chunk", _flaky({0: [PermanentError("outcome count mismatch")]}))
     counters = _worker(retry_db, queue).run(burst=True, idle_exit_seconds=0.5)
     assert (counters.applied, counters.retries, counters.failed) == (0, 0, 1)
+    stamp_outboxes_shipped(conn, job_id)
     finish_jobs(conn)
     job = get_job(conn, account, job_id)
     assert (job.status, job.failed) == ("failed", 10)
@@ -209,6 +218,7 @@ def test_stopping_during_a_retry_wait_leaves_the_chunk_for_redelivery(
     assert queue.lag() == 1
     monkeypatch.setattr(ledger_access, "apply_chunk", engine.apply_chunk)
     assert _worker(retry_db, queue).run(burst=True, idle_exit_seconds=0.5).applied == 1
+    stamp_outboxes_shipped(conn, job_id)
     finish_jobs(conn)
     assert get_job(conn, account, job_id).status == "completed"
 

@@ -45,7 +45,9 @@ WHERE id = %(job_id)s AND status IN ('queued', 'running')
 RETURNING account_id
 
 -- name: finish_jobs
--- Jobs whose chunks are all terminal end; the status follows the counts.
+-- Jobs whose chunks are all terminal and whose outcomes are all in ClickHouse end; the status follows the
+-- counts. An outbox still waiting for the shipper keeps its job running, so a job that reads terminal has a
+-- complete log (stats, logs, errors); the partial outbox index makes the check one probe.
 UPDATE bulk_actions AS j
 SET status = CASE
         WHEN j.failed = 0 THEN 'completed'
@@ -58,6 +60,8 @@ FROM (
     WHERE b.status = 'running' AND b.planned AND b.chunks_done >= b.chunk_count
       AND NOT EXISTS (SELECT 1 FROM bulk_action_chunks AS c
                       WHERE c.job_id = b.id AND c.state IN ('pending', 'released'))
+      AND NOT EXISTS (SELECT 1 FROM bulk_action_chunks AS o
+                      WHERE o.job_id = b.id AND o.outcomes IS NOT NULL AND o.outcomes_shipped_at IS NULL)
     FOR UPDATE OF b SKIP LOCKED
 ) AS done
 WHERE j.id = done.id
