@@ -2,6 +2,16 @@
 started, jobs whose chunks are all terminal are finished, and cancelled jobs lose chunks planned after the
 cancel. Every step locks with SKIP LOCKED (or needs no lock), so several schedulers can run side by side,
 and records its lifecycle events in the transaction of the change.
+
+A job turns terminal only once its outcomes are queryable: `finish_jobs` waits until the shipper has moved
+every chunk's outbox to ClickHouse, so stats, logs and errors read the moment a job reads `completed`,
+`completed_with_errors` or `failed` are complete. The price is honest: while ClickHouse is down, a job whose
+chunks are all applied stays `running` (progress 1.0) until the shipper catches up; applying never waits.
+The alternative, reads that merge the outboxes not yet shipped from PostgreSQL, would need a second
+implementation of every read (aggregates, keyset pages, CSV) over the Arrow outboxes. A cancel answers
+`cancelled` at once, as its contract says; the outcomes of the chunks it cancelled (outboxes written by the
+ledger in the cancel's transaction) and of a chunk still being applied reach the log as the shipper ships
+them, shortly after.
 """
 
 from __future__ import annotations
@@ -107,7 +117,8 @@ def _fail_job(conn: Conn, job_id: UUID, reason: str) -> None:
 
 
 def finish_jobs(conn: Conn) -> list[FinishedJob]:
-    """End running jobs whose chunks are all terminal, status from the counts; record `finished` events."""
+    """End running jobs whose chunks are all terminal and whose outboxes are all shipped (so their log is
+    complete), status from the counts; record `finished` events."""
     with conn.transaction():
         rows = conn.execute(query("postgres", "lifecycle", "finish_jobs")).fetchall()
         finished = [FinishedJob(*row) for row in rows]

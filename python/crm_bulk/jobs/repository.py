@@ -5,16 +5,16 @@ Every read is scoped by the caller's account: another account's job id is simply
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 
 from crm_bulk.actions.specs import BulkActionRequest, action_params, spec_json, validate_request
+from crm_bulk.cursors import CursorCodec
 from crm_bulk.errors import ConflictError, NotFoundError, ValidationError
 from crm_bulk.postgres import Conn
 from crm_bulk.sqlfiles import query
@@ -136,7 +136,7 @@ def list_jobs(
         raise ValidationError(f"unknown status {status!r}", field="status", code="invalid_value")
     if not 1 <= limit <= MAX_PAGE:
         raise ValidationError(f"limit is 1-{MAX_PAGE}", field="limit", code="invalid_value")
-    after_created_at, after_id = _decode_cursor(cursor) if cursor else (None, None)
+    after_created_at, after_id = _decode_cursor(account_id, cursor) if cursor else (None, None)
     rows = conn.execute(
         query("postgres", "jobs", "list_jobs"),
         {
@@ -148,7 +148,7 @@ def list_jobs(
         },
     ).fetchall()
     jobs = [_job(row) for row in rows[:limit]]
-    next_cursor = _encode_cursor(jobs[-1]) if len(rows) > limit else None
+    next_cursor = _encode_cursor(account_id, jobs[-1]) if len(rows) > limit else None
     return JobPage(items=jobs, next_cursor=next_cursor)
 
 
@@ -247,15 +247,15 @@ def _uuid(value: UUID | str) -> UUID:
         raise NotFoundError(f"bulk action {value} not found") from None
 
 
-def _encode_cursor(job: Job) -> str:
-    raw = msgspec.json.encode([job.created_at.isoformat(), str(job.id)])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+# A jobs cursor: (created_at, id) of the last job served, in one account's listing.
+JOB_CURSOR: CursorCodec[tuple[datetime, UUID]] = CursorCodec(
+    "jobs", [Annotated[datetime, msgspec.Meta(tz=True)], UUID]
+)
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, job_id = msgspec.json.decode(raw, type=tuple[str, str])
-        return datetime.fromisoformat(created_at), UUID(job_id)
-    except (ValueError, msgspec.DecodeError):
-        raise ValidationError("malformed cursor", field="cursor", code="invalid_value") from None
+def _encode_cursor(account_id: int, job: Job) -> str:
+    return JOB_CURSOR.encode(str(account_id), (job.created_at, job.id))
+
+
+def _decode_cursor(account_id: int, cursor: str) -> tuple[datetime, UUID]:
+    return JOB_CURSOR.decode(cursor, str(account_id))
