@@ -32,6 +32,12 @@ T = TypeVar("T")
 # queue for one instead of piling onto PostgreSQL.
 POOL_MAX_SIZE = API_POOL_SIZE
 POOL_TIMEOUT_SECONDS = 10.0
+# A reconnect attempt that keeps failing gives up after this long (psycopg_pool's default is 300 s), so its
+# backoff (1, 2, 4, 8, 16 s ...) never outlasts a restart by more: once it gives up, the next request grows
+# the pool with an immediate connect.
+RECONNECT_TIMEOUT_SECONDS = 2.0
+# Shown in `pg_stat_activity`, so an operator tells the API's connections from the workers'.
+APPLICATION_NAME = "crm-bulk-api"
 
 
 @dataclass
@@ -83,8 +89,22 @@ class Resources:
                 timeout=POOL_TIMEOUT_SECONDS,
                 open=False,
                 name="crm-bulk-api",
+                kwargs={"application_name": APPLICATION_NAME},
+                check=self._check_pooled,
+                reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
             )
             self._pool.open(wait=False)
+
+    def _check_pooled(self, conn: psycopg.Connection[Any]) -> None:
+        """The pool's checkout check (one round trip): a connection the server dropped is never handed to a
+        request. One dropped connection mostly means all were (a restart, an operator's terminate): the idle
+        ones are swept at once, or each would be found on a later checkout, after a growing backoff sleep."""
+        try:
+            ConnectionPool.check_connection(conn)
+        except psycopg.Error:
+            if self._pool is not None:
+                self._pool.check()
+            raise
 
     @contextmanager
     def connection(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection[Any]]:
