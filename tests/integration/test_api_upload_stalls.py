@@ -206,7 +206,7 @@ def test_stalled_uploads_hold_no_connection_and_leave_nothing(server: Server, da
     """2x the pool size of uploads stall after their first MB: another account is served as fast as before,
     no connection idles in a transaction, the stalls are cut off by the idle timeout, nothing is stored."""
     with httpx.Client(base_url=server.base, timeout=30) as client:
-        victim_id, victim = _account(database_url, client)
+        _, victim = _account(database_url, client)
         attackers = [_account(database_url, client) for _ in range(MAX_UPLOADS // PER_ACCOUNT)]
         attacker_ids = [account_id for account_id, _ in attackers]
 
@@ -223,16 +223,7 @@ def test_stalled_uploads_hold_no_connection_and_leave_nothing(server: Server, da
         stalling = time.monotonic()
         during = _latencies(victim_call, 30)
         assert _ready(client) == (200, True)
-        jobs, chunks, idle = _stored(database_url, attacker_ids)
-        assert idle == 0, "an upload holds a connection in a transaction"
-        assert jobs > 0 and chunks > 0, "the stalled uploads stored their first chunks"
-        with psycopg.connect(database_url) as conn:
-            shown = conn.execute(
-                "SELECT DISTINCT status, planned FROM bulk_actions WHERE account_id = ANY(%s)", [attacker_ids]
-            ).fetchall()
-        assert shown == [("uploading", False)], "a stalled upload is runnable"
-        for _, headers in attackers:
-            assert client.get("/bulk-actions", headers=headers).json()["items"] == [], "an upload is visible"
+        _assert_held_nowhere(client, database_url, attackers)
         assert time.monotonic() - stalling < IDLE_TIMEOUT, "the checks ran after the stalls were cut off"
 
         for thread in threads:
@@ -255,7 +246,24 @@ def test_stalled_uploads_hold_no_connection_and_leave_nothing(server: Server, da
     )
     assert statistics.median(during) < 5 * floor
     assert max(during) < 1.0, "a request waited for a pooled connection"
-    assert victim_id not in attacker_ids
+
+
+def _assert_held_nowhere(
+    client: httpx.Client, database_url: str, uploaders: list[tuple[int, dict[str, str]]]
+) -> None:
+    """Stalled uploads have stored chunks, but hold no connection in a transaction, and their jobs are
+    neither runnable (`uploading`, unplanned: no scheduler query matches) nor visible to their account."""
+    account_ids = [account_id for account_id, _ in uploaders]
+    jobs, chunks, idle = _stored(database_url, account_ids)
+    assert idle == 0, "an upload holds a connection in a transaction"
+    assert jobs > 0 and chunks > 0, "the stalled uploads stored their first chunks"
+    with psycopg.connect(database_url) as conn:
+        shown = conn.execute(
+            "SELECT DISTINCT status, planned FROM bulk_actions WHERE account_id = ANY(%s)", [account_ids]
+        ).fetchall()
+    assert shown == [("uploading", False)], "a stalled upload is runnable"
+    for _, headers in uploaders:
+        assert client.get("/bulk-actions", headers=headers).json()["items"] == [], "an upload is visible"
 
 
 def test_upload_caps_answer_429_until_a_slot_frees(server: Server, database_url: str) -> None:
