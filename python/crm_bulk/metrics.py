@@ -21,7 +21,8 @@ HTTP_DURATION = Histogram(
 )
 RATE_LIMITED = Counter(
     "crm_bulk_rate_limited_total",
-    "Requests refused with 429, by limit (`api`: per-account request rate, `login`: failed-login throttle).",
+    "Requests refused with 429, by limit (`api`: per-account request rate, `login`: failed-login throttle, "
+    "`upload`: uploads in progress).",
     ["limit"],
     registry=REGISTRY,
 )
