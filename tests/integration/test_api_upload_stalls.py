@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import datetime
 
 import httpx
 import polars as pl
@@ -27,7 +28,7 @@ import uvicorn
 
 from crm_bulk import kernels
 from crm_bulk.actions.specs import BulkActionRequest
-from crm_bulk.api import create_app
+from crm_bulk.api import create_app, import_session
 from crm_bulk.api.resources import POOL_MAX_SIZE, Resources
 from crm_bulk.auth.accounts import register
 from crm_bulk.jobs.lifecycle import discard_abandoned_uploads
@@ -326,6 +327,45 @@ def test_an_upload_whose_client_goes_away_leaves_nothing(server: Server, databas
     gone_at = time.monotonic()
     while _stored(database_url, [account_id])[:2] != (0, 0) or server.resources.uploads.in_use:
         assert time.monotonic() - gone_at < IDLE_TIMEOUT * 0.9, "the upload was not discarded at once"
+        time.sleep(0.02)
+
+
+def test_a_slow_upload_keeps_giving_signs_of_life(
+    server: Server, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pieces that complete no chunk still refresh the job's `upload_seen_at` (every HEARTBEAT_SECONDS), so
+    the scheduler never takes a slow but live upload for abandoned."""
+    monkeypatch.setattr(import_session, "HEARTBEAT_SECONDS", 0.0)
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        account_id, headers = _account(database_url, client)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        head = [
+            "POST /bulk-actions/import HTTP/1.1",
+            f"Host: 127.0.0.1:{server.port}",
+            "Content-Type: text/csv",
+            f"Content-Length: {50 * 1024 * 1024}",
+            *(f"{name}: {value}" for name, value in headers.items()),
+        ]
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + _csv(STALL_BYTES))
+        seen = _seen_at(database_url, account_id, after=None)
+        for _ in range(2):
+            time.sleep(IDLE_TIMEOUT / 4)
+            sock.sendall(b"x")  # part of a row: no chunk completes
+            seen = _seen_at(database_url, account_id, after=seen)
+
+
+def _seen_at(database_url: str, account_id: int, *, after: datetime | None) -> datetime:
+    """The account's upload's `upload_seen_at` once it is later than `after`."""
+    deadline = time.monotonic() + IDLE_TIMEOUT / 2
+    while True:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(
+                "SELECT upload_seen_at FROM bulk_actions WHERE account_id = %s AND status = 'uploading'",
+                [account_id],
+            ).fetchone()
+        if row is not None and row[0] is not None and (after is None or row[0] > after):
+            return row[0]  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, "the upload gave no sign of life"
         time.sleep(0.02)
 
 
