@@ -11,7 +11,8 @@ The alternative, reads that merge the outboxes not yet shipped from PostgreSQL, 
 implementation of every read (aggregates, keyset pages, CSV) over the Arrow outboxes. A cancel answers
 `cancelled` at once, as its contract says; the outcomes of the chunks it cancelled (outboxes written by the
 ledger in the cancel's transaction) and of a chunk still being applied reach the log as the shipper ships
-them, shortly after.
+them, shortly after. An outbox the shipper cannot decode (it logs an error and leaves it in place) holds its
+job `running`: that job's log cannot be complete.
 """
 
 from __future__ import annotations
