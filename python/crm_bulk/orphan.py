@@ -20,7 +20,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -64,16 +63,20 @@ def watch_parent(
     *,
     parent: int | None = None,
     poll_seconds: float = POLL_SECONDS,
+    stop: threading.Event | None = None,
 ) -> threading.Thread:
-    """Call `on_orphaned` once, from a daemon thread, when `parent` (default: `expected_parent()`) is gone.
+    """Call `on_orphaned` once, from a daemon thread, when `parent` (default: `expected_parent()`) is gone;
+    the watch ends without a call once `stop` is set.
 
     Checks at once, so a parent that died while this process started is noticed too."""
     watched = expected_parent() if parent is None else parent
+    ended = stop or threading.Event()
 
     def poll() -> None:
-        # A service loop, not a retry: check until the parent is gone, then report once and end.
+        # A service loop, not a retry: check until the parent is gone (report once) or the watch ends.
         while not orphaned(watched):
-            time.sleep(poll_seconds)
+            if ended.wait(poll_seconds):
+                return
         log.warning("parent process %d is gone", watched)
         on_orphaned()
 

@@ -27,10 +27,14 @@ def test_a_parent_that_is_already_gone_is_reported_at_once() -> None:
     assert not watch.is_alive()
 
 
-def test_a_live_parent_is_watched_without_reporting() -> None:
-    called = threading.Event()
-    orphan.watch_parent(called.set, poll_seconds=0.01)
+def test_a_live_parent_is_watched_without_reporting_until_the_watch_ends() -> None:
+    called, stop = threading.Event(), threading.Event()
+    watch = orphan.watch_parent(called.set, poll_seconds=0.01, stop=stop)
     assert not called.wait(0.2)
+    stop.set()
+    watch.join(2.0)
+    assert not watch.is_alive()
+    assert not called.is_set()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")

@@ -266,7 +266,7 @@ def host_main(
     stop = _stop_on_signals()
     # Orphaned (the API process was killed): stop too, rather than keep the chDB path locked. No death
     # signal: the host may be revived from a request thread, whose end must not stop it.
-    orphan.watch_parent(stop.set, poll_seconds=_PARENT_POLL_SECONDS)
+    orphan.watch_parent(stop.set, poll_seconds=_PARENT_POLL_SECONDS, stop=stop)
     engine = ClickHouseEngine(settings.clickhouse_dsn)
     try:
         engine.migrate()

@@ -107,7 +107,7 @@ def _drain_when_orphaned(slot: int, stop: threading.Event) -> None:
             stop.set()
 
     orphan.request_death_signal(signal.SIGTERM)
-    orphan.watch_parent(orphaned)
+    orphan.watch_parent(orphaned, stop=stop)
 
 
 def ships_from_workers(settings: Settings) -> bool:
