@@ -3,8 +3,9 @@
 The supervisor spawns the processes (fresh interpreters: no client or connection crosses a fork), restarts
 one that dies (backing off if it keeps dying young), serves the pool's Prometheus metrics, and on
 SIGTERM/SIGINT tells every worker to drain — finish the chunk in hand, commit, leave the group — killing
-only those still busy after `drain_timeout`. In burst mode each worker exits once the queue stays empty and
-the supervisor returns when all have.
+only those still busy after `drain_timeout`. A worker whose supervisor dies (SIGKILLed, say) drains the same
+way on its own (`crm_bulk.orphan`), so none goes on consuming beside the next supervisor's. In burst mode each
+worker exits once the queue stays empty and the supervisor returns when all have.
 
 With a ClickHouse server (an http(s) DSN) every worker process also runs the log shipper; with chDB the
 process that owns the chDB store (the API) ships, and workers never open it.
