@@ -22,7 +22,7 @@ HTTP_DURATION = Histogram(
 RATE_LIMITED = Counter(
     "crm_bulk_rate_limited_total",
     "Requests refused with 429, by limit (`api`: per-account request rate, `login`: failed-login throttle, "
-    "`upload`: uploads in progress).",
+    "`signup`: sign-ups per client, `upload`: uploads in progress).",
     ["limit"],
     registry=REGISTRY,
 )

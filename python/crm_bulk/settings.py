@@ -12,8 +12,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from crm_bulk.env_values import check_url, parse_value
 from crm_bulk.errors import ConfigError
 from crm_bulk.secrets_file import read_or_create_secret
 
@@ -255,7 +255,7 @@ class Settings:
             raw = env.get(env_name(f.name))
             if raw is None or raw == "":
                 continue
-            values[f.name] = _parse(f.name, str(f.type), raw)
+            values[f.name] = parse_value(env_name(f.name), str(f.type), raw)
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
         return settings
@@ -270,9 +270,9 @@ class Settings:
 
     def _validate_urls(self) -> None:
         if self.database_url is not None:
-            _check_url("database_url", self.database_url, {"postgresql", "postgres"})
+            check_url(env_name("database_url"), self.database_url, {"postgresql", "postgres"})
         if self.queue_url is not None and self.queue_url != "postgres":
-            _check_url("queue_url", self.queue_url, {"kafka"})
+            check_url(env_name("queue_url"), self.queue_url, {"kafka"})
             for hostport in self.queue_url.removeprefix("kafka://").split(","):
                 host, _, port = hostport.rpartition(":")
                 if not host or not port.isdigit():
@@ -280,9 +280,9 @@ class Settings:
                         env_name("queue_url"), f"expected kafka://host:port[,host:port], got {hostport!r}"
                     )
         if self.clickhouse_url is not None:
-            _check_url("clickhouse_url", self.clickhouse_url, {"chdb", "http", "https"})
+            check_url(env_name("clickhouse_url"), self.clickhouse_url, {"chdb", "http", "https"})
         if self.redis_url is not None:
-            _check_url("redis_url", self.redis_url, {"redis", "rediss", "unix"})
+            check_url(env_name("redis_url"), self.redis_url, {"redis", "rediss", "unix"})
 
     def _validate_jwt(self) -> None:
         if self.jwt_algorithm not in JWT_ALGORITHMS:
@@ -380,43 +380,3 @@ def documented_settings() -> list[tuple[str, str, str]]:
     for f in fields(Settings):
         rows.append((env_name(f.name), "" if f.default is None else str(f.default), f.metadata["doc"]))
     return rows
-
-
-_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
-def _parse(name: str, type_name: str, raw: str) -> object:
-    try:
-        if type_name == "int":
-            return int(raw)
-        if type_name == "float":
-            return float(raw)
-    except ValueError:
-        raise ConfigError(env_name(name), f"expected a number, got {raw!r}") from None
-    if type_name == "bool":
-        if raw.lower() not in _BOOLEANS:
-            raise ConfigError(env_name(name), f"expected true or false, got {raw!r}")
-        return _BOOLEANS[raw.lower()]
-    if type_name == "Path":
-        return Path(raw)
-    return raw
-
-
-def _check_url(name: str, url: str, schemes: set[str]) -> None:
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise ConfigError(env_name(name), f"malformed URL: {exc}") from None
-    if parts.scheme not in schemes:
-        allowed = ", ".join(sorted(f"{s}://" for s in schemes))
-        raise ConfigError(env_name(name), f"unsupported scheme in {_redact(url)!r}; expected {allowed}")
-    if parts.scheme not in {"chdb", "unix"} and not parts.hostname:
-        raise ConfigError(env_name(name), f"no host in {_redact(url)!r}")
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@")
