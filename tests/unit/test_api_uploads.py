@@ -170,3 +170,28 @@ def test_rechunker_deals_exact_chunks_in_order(sizes: list[int]) -> None:
     assert last is not None and last.height == 2
     assert pl.concat([*chunks, last]).get_column("n").to_list() == list(range(12))
     assert rechunker.finish() is None
+
+
+# Words of the file reader's own errors that mean nothing to the person who sent the file.
+READER_WORDS = ("schema", "series", "dtype", "expectednull", "json value", "polars", "infer_schema")
+
+
+@pytest.mark.parametrize(
+    ("parser", "data", "reason"),
+    [
+        (CsvParser, b"email,first_name\na@x.com,A,B\n", "a row has more fields than the header"),
+        (CsvParser, b"email\nok@x.com\n\xff\n", "the file is not UTF-8 text"),
+        (CsvParser, b'email\n"never closed\n', "a quoted field is never closed"),
+        (NdjsonParser, b'{"email": "a@x.com", "tags": "vip"}\n', "`tags` must be a list of strings"),
+        (NdjsonParser, b'{"email": "a@x.com"}\n{"email": "b@x.com", "tags": {"a": 1}}\n', "`tags` must be"),
+        (NdjsonParser, b'{"email": "a@x.com"}\nnot json\n', "a line is not a JSON object"),
+    ],
+)
+def test_malformed_files_are_explained_in_the_platforms_words(
+    parser: type[CsvParser] | type[NdjsonParser], data: bytes, reason: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        _feed(parser(), data, 1000)
+    message = str(caught.value)
+    assert reason in message
+    assert not any(word in message.lower() for word in READER_WORDS), message

@@ -126,7 +126,9 @@ class NdjsonParser(RecordParser):
             pl.exceptions.InvalidOperationError,
         ) as exc:
             raise ValidationError(
-                f"malformed NDJSON {self._where()}: {_first_line(exc)}", field="body", code="malformed_ndjson"
+                f"malformed NDJSON {self._where()}: {_reason(exc, _NDJSON_REASONS, _NDJSON_DEFAULT)}",
+                field="body",
+                code="malformed_ndjson",
             ) from None
         return import_frame(frame)
 
@@ -206,7 +208,9 @@ class CsvParser(RecordParser):
             )
         except (pl.exceptions.ComputeError, pl.exceptions.NoDataError, pl.exceptions.ShapeError) as exc:
             raise ValidationError(
-                f"malformed CSV {self._where()}: {_first_line(exc)}", field="body", code="malformed_csv"
+                f"malformed CSV {self._where()}: {_reason(exc, _CSV_REASONS, _CSV_DEFAULT)}",
+                field="body",
+                code="malformed_csv",
             ) from None
         frame.columns = self._columns
         return import_frame(self._to_import_columns(frame))
@@ -301,8 +305,25 @@ def _last_boundary(buffer: bytearray) -> int | None:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+# The reader's errors in the platform's words: what part of the message (lower case) means what for the
+# person who sent the file. Its own wording (type names, tuning hints) would mean nothing to them.
+_CSV_REASONS: tuple[tuple[str, str], ...] = (
+    ("more fields", "a row has more fields than the header"),
+    ("utf-8", "the file is not UTF-8 text"),
+    ("could not parse", "a quoted field is never closed, or a row cannot be split into fields"),
+)
+_CSV_DEFAULT = "a row cannot be read as CSV"
+_NDJSON_REASONS: tuple[tuple[str, str], ...] = (
+    ("list", "`tags` must be a list of strings"),
+    ("error parsing line", "a line is not a JSON object"),
+    ("utf-8", "the file is not UTF-8 text"),
+)
+_NDJSON_DEFAULT = "a line is not a JSON object with text values (and `tags` a list of strings)"
+
+
+def _reason(exc: BaseException, reasons: tuple[tuple[str, str], ...], default: str) -> str:
+    text = str(exc).lower()
+    return next((reason for needle, reason in reasons if needle in text), default)
 
 
 def parser_for(content_type: str, *, batch_bytes: int = DEFAULT_BATCH_BYTES) -> RecordParser | None:
