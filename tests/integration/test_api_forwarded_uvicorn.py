@@ -4,9 +4,6 @@ trusts the header from 127.0.0.1, so without trusted proxies configured it must 
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -17,24 +14,17 @@ from crm_bulk.auth.throttle import Bucket, LoginThrottle
 from crm_bulk.cli import uvicorn_config
 from crm_bulk.ratelimit import InProcessLimiter
 from tests.integration.api_support import make_settings, unique_email
+from tests.integration.server_support import free_port, serving
 
 pytestmark = pytest.mark.postgres
 
 CLIENT_BURST = 3
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def base_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The API under uvicorn in a thread, configured as the CLI configures it; a small per-client bucket."""
-    import uvicorn
-
-    port = _free_port()
+    port = free_port()
     settings = make_settings(
         tmp_path_factory.mktemp("api-uvicorn"), api_port=port, log_level="WARNING"
     ).resolved(database_url=database_url)
@@ -44,19 +34,8 @@ def base_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         per_email=Bucket(burst=100, refill_seconds=60),
         per_client=Bucket(burst=CLIENT_BURST, refill_seconds=60),
     )
-    server = uvicorn.Server(uvicorn_config(app, settings))
-    thread = threading.Thread(target=server.run, name="api-under-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive(), "the API server stopped"
-        assert time.monotonic() < deadline, "the API server did not start"
-        time.sleep(0.05)
-    try:
+    with serving(uvicorn_config(app, settings)):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def test_a_new_forged_address_per_request_is_still_one_client(base_url: str) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -40,18 +39,13 @@ from tests.integration.pipeline_support import (
     wait_shipped,
     worker_pool,
 )
+from tests.integration.server_support import free_port
 
 pytestmark = pytest.mark.postgres
 
 ROWS = int(os.environ.get("CRM_BULK_IMPORT_ROWS", "1000000"))
 PEAK_LIMIT_MB = 500
 PIECE_ROWS = 20_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _status_mb(pid: int, field: str) -> float:
@@ -95,7 +89,7 @@ def database(pg_server_url: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def api(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """`crm-bulk api` in its own process on a free port; yields (base URL, pid)."""
-    port = _free_port()
+    port = free_port()
     env = os.environ | {
         "CRM_BULK_DATABASE_URL": database,
         "CRM_BULK_JWT_SECRET": "a test secret that is certainly long enough",

@@ -4,7 +4,6 @@ found on checkout (no request gets it), and a restarted server is used again wit
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from crm_bulk.api.resources import POOL_MAX_SIZE
 from crm_bulk.local_postgres import LocalPostgres
 from crm_bulk.store.migrate import migrate
 from tests.integration.api_support import make_settings, make_tenant, running_client
+from tests.integration.server_support import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.clickhouse]
 
@@ -31,19 +31,13 @@ RECOVERY_SECONDS = 2.0
 OUTAGE_SECONDS = 10.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[LocalPostgres]:
     """A PostgreSQL server of this module's own (the shared one is never restarted); world-traversable
     folder: under root the server runs as a system user that pytest's temp folders would lock out."""
     parent = Path(tempfile.mkdtemp(prefix="crm-bulk-pg-"))
     parent.chmod(0o755)
-    own = LocalPostgres(parent / "data", _free_port())
+    own = LocalPostgres(parent / "data", free_port())
     own.start()
     migrate(own.dsn)
     try:

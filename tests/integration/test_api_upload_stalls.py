@@ -35,6 +35,7 @@ from crm_bulk.jobs.lifecycle import discard_abandoned_uploads
 from crm_bulk.jobs.repository import create_job
 from crm_bulk.planner import append_import_chunk
 from tests.integration.api_support import PASSWORD, PROBLEM_JSON, make_settings, unique_email
+from tests.integration.server_support import free_port, serving
 
 pytestmark = pytest.mark.postgres
 
@@ -66,12 +67,6 @@ class Stalled:
     answered_after: float | None = None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The API under uvicorn in a thread, with a short upload idle timeout and small chunks."""
@@ -84,21 +79,10 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         log_level="WARNING",
     ).resolved(database_url=database_url)
     app = create_app(settings)
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, name="api-under-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started:
-        assert thread.is_alive(), "the API server stopped"
-        assert time.monotonic() < deadline, "the API server did not start"
-        time.sleep(0.05)
-    try:
+    with serving(config):
         yield Server(f"http://127.0.0.1:{port}", port, app.state.resources)
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=30)
 
 
 def _account(database_url: str, client: httpx.Client) -> tuple[int, dict[str, str]]:

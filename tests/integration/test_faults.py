@@ -4,7 +4,6 @@ ClickHouse unreachable — and each time the job completes with every entity app
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -39,6 +38,7 @@ from tests.integration.pipeline_support import (
     wait_terminal,
     worker_pool,
 )
+from tests.integration.server_support import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.clickhouse]
 
@@ -176,7 +176,7 @@ def own_server() -> Iterator[LocalPostgres]:
     root's, so pytest's 0700-for-group temp folders would lock it out."""
     parent = Path(tempfile.mkdtemp(prefix="crm-bulk-pg-"))
     parent.chmod(0o755)
-    server = LocalPostgres(parent / "data", _free_port())
+    server = LocalPostgres(parent / "data", free_port())
     server.start()
     try:
         yield server
@@ -213,7 +213,7 @@ def test_clickhouse_unreachable_mid_job_delays_the_log_but_loses_nothing(
     fault_db: str, store: ClickHouseStore, tmp_path: Path
 ) -> None:
     # Workers ship when ClickHouse is a server: point them at one that does not answer.
-    unreachable = f"http://127.0.0.1:{_free_port()}"
+    unreachable = f"http://127.0.0.1:{free_port()}"
     settings = pipeline_settings(fault_db, queue_url=None, chunk_size=CHUNK, clickhouse_url=unreachable)
     with psycopg.connect(fault_db) as conn:
         account = make_account(conn, entities_per_second=10_000)
@@ -246,9 +246,3 @@ def test_clickhouse_unreachable_mid_job_delays_the_log_but_loses_nothing(
 
 def _services(action: str, service: str) -> None:
     subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), action, service], check=True, timeout=180)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import stat
 import subprocess
 import tempfile
@@ -17,12 +16,7 @@ from crm_bulk.deployment import embedded_server, running_database
 from crm_bulk.health import redact
 from crm_bulk.local_postgres import HBA_CONF, NO_PASSFILE, SUPERUSER, LocalPostgres, _server_user, bin_dir
 from crm_bulk.settings import Settings
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.integration.server_support import free_port
 
 
 @pytest.fixture
@@ -67,7 +61,7 @@ def _assert_password_required(server: LocalPostgres) -> None:
 
 
 def test_a_fresh_server_requires_its_password(server_parent: Path) -> None:
-    server = LocalPostgres(server_parent / "postgres", _free_port())
+    server = LocalPostgres(server_parent / "postgres", free_port())
     assert server.start() is True
     secret = server_parent / "postgres-password"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
@@ -79,7 +73,7 @@ def test_a_fresh_server_requires_its_password(server_parent: Path) -> None:
 def test_the_embedded_deployment_connects_with_the_password_kept_beside_the_jwt_secret(
     server_parent: Path,
 ) -> None:
-    environ = {"CRM_BULK_DATA_DIR": str(server_parent), "CRM_BULK_EMBEDDED_POSTGRES_PORT": str(_free_port())}
+    environ = {"CRM_BULK_DATA_DIR": str(server_parent), "CRM_BULK_EMBEDDED_POSTGRES_PORT": str(free_port())}
     settings = Settings.from_env(environ)
     with running_database(settings, start=True) as resolved:
         server = embedded_server(settings)
@@ -109,7 +103,7 @@ def _legacy_trusting_data_dir(data_dir: Path) -> None:
 def test_a_trusting_data_dir_is_switched_to_passwords_keeping_its_data(
     server_parent: Path, running: bool
 ) -> None:
-    server = LocalPostgres(server_parent / "postgres", _free_port())
+    server = LocalPostgres(server_parent / "postgres", free_port())
     _legacy_trusting_data_dir(server.data_dir)
     server._pg_ctl_start(_server_user())  # as an earlier release ran it: trusting everyone
     _connect_without_password_to_postgres(server)

@@ -29,6 +29,7 @@ from tests.integration.pipeline_support import (
     wait_terminal,
     worker_pool,
 )
+from tests.integration.server_support import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.clickhouse]
 
@@ -108,7 +109,7 @@ def test_a_100k_entity_job_completes_exactly_once_on_both_queues(
 
 
 def test_the_pool_serves_prometheus_metrics(pipe_db: str, store: ClickHouseStore, tmp_path: Path) -> None:
-    settings = pipeline_settings(pipe_db, queue_url=None, worker_metrics_port=_free_port())
+    settings = pipeline_settings(pipe_db, queue_url=None, worker_metrics_port=free_port())
     with psycopg.connect(pipe_db) as conn:
         account = make_account(conn)
         seed_contacts(conn, account, 12_000)
@@ -136,11 +137,3 @@ def _scrape(port: int) -> str:
             return str(response.read().decode())
     except OSError:
         return ""
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
