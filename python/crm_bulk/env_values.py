@@ -1,5 +1,5 @@
 """Environment values as settings read them: typed parsing and URL checks, each failure a `ConfigError`
-naming the variable (and never echoing a password)."""
+naming the variable (and never echoing credentials)."""
 
 from __future__ import annotations
 
@@ -37,14 +37,17 @@ def check_url(variable: str, url: str, schemes: set[str]) -> None:
         raise ConfigError(variable, f"malformed URL: {exc}") from None
     if parts.scheme not in schemes:
         allowed = ", ".join(sorted(f"{s}://" for s in schemes))
-        raise ConfigError(variable, f"unsupported scheme in {redact_password(url)!r}; expected {allowed}")
+        raise ConfigError(variable, f"unsupported scheme in {redact(url)!r}; expected {allowed}")
     if parts.scheme not in {"chdb", "unix"} and not parts.hostname:
-        raise ConfigError(variable, f"no host in {redact_password(url)!r}")
+        raise ConfigError(variable, f"no host in {redact(url)!r}")
 
 
-def redact_password(url: str) -> str:
-    """The URL without its password, for messages."""
+def redact(url: str) -> str:
+    """A URL without credentials, fit for messages, logs and health bodies."""
     parts = urlsplit(url)
-    if parts.password is None:
+    if parts.username is None and parts.password is None:
         return url
-    return url.replace(f":{parts.password}@", ":***@")
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return parts._replace(netloc=host).geturl()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from urllib.parse import urlsplit
 
 import msgspec
 import psycopg
 
+from crm_bulk.env_values import redact
 from crm_bulk.settings import Settings
 
 
@@ -19,17 +19,6 @@ class BackendStatus(msgspec.Struct, frozen=True):
     ok: bool
     latency_ms: float | None = None
     error: str | None = None
-
-
-def redact(url: str) -> str:
-    """A URL without credentials, fit for logs and health bodies."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return parts._replace(netloc=host).geturl()
 
 
 def probe_postgres(url: str, *, timeout: float = 2.0) -> BackendStatus:

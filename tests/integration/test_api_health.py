@@ -15,6 +15,7 @@ from litestar.testing import TestClient
 from crm_bulk import health
 from crm_bulk.api import health as api_health
 from crm_bulk.api.probe_cache import ProbeCache
+from crm_bulk.env_values import redact
 from tests.integration.api_support import bearer, make_settings, running_client
 
 pytestmark = [pytest.mark.postgres, pytest.mark.clickhouse]
@@ -42,7 +43,7 @@ def fresh_cache(client: TestClient[Litestar], monkeypatch: pytest.MonkeyPatch) -
 
 def _secrets_of(database_url: str, data_dir: Path) -> list[str]:
     """What must not reach an anonymous caller: the database's address and name, the data path."""
-    target = health.redact(database_url)
+    target = redact(database_url)
     host_port, _, name = target.split("://", 1)[1].partition("/")
     return [host_port, name.split("?")[0], str(data_dir.resolve()), "chdb://"]
 
@@ -77,7 +78,7 @@ def test_the_operator_sees_where_each_backend_is(
     answer = client.get(path, headers=bearer(TOKEN))
     assert answer.status_code == 200, answer.text
     backends = answer.json()["backends"]
-    assert backends["postgres"]["target"] == health.redact(database_url)
+    assert backends["postgres"]["target"] == redact(database_url)
     assert str(data_dir.resolve()) in backends["clickhouse"]["target"]
 
 
@@ -88,7 +89,7 @@ def test_a_backend_error_is_shown_to_the_operator_only(
     monkeypatch.setattr(
         health,
         "probe_postgres",
-        lambda url, **_: health.BackendStatus("postgres", health.redact(url), ok=False, error=refused),
+        lambda url, **_: health.BackendStatus("postgres", redact(url), ok=False, error=refused),
     )
     public = client.get("/readyz")
     assert public.status_code == 503

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from crm_bulk.deployment import embedded_server, running_database
-from crm_bulk.health import redact
+from crm_bulk.env_values import redact
 from crm_bulk.local_postgres import HBA_CONF, NO_PASSFILE, SUPERUSER, LocalPostgres, _server_user, bin_dir
 from crm_bulk.settings import Settings
 from tests.integration.server_support import free_port

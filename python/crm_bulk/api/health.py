@@ -23,6 +23,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from crm_bulk import health
 from crm_bulk.api.resources import Resources
+from crm_bulk.env_values import redact
 from crm_bulk.errors import CrmBulkError
 
 # How long /readyz waits for a pooled connection when none is idle before it calls the pool exhausted: well
@@ -54,7 +55,7 @@ class HealthBody(msgspec.Struct, frozen=True):
 
 
 def _clickhouse_status(resources: Resources) -> health.BackendStatus:
-    target = health.redact(resources.settings.clickhouse_dsn)
+    target = redact(resources.settings.clickhouse_dsn)
     kind = "chdb" if resources.settings.clickhouse_embedded else "clickhouse"
     started = time.perf_counter()
     try:

@@ -7,8 +7,8 @@ from typing import Any
 
 import redis
 
+from crm_bulk.env_values import redact
 from crm_bulk.errors import BackendUnavailableError
-from crm_bulk.health import redact
 from crm_bulk.ratelimit.base import Decision, check_arguments
 
 KEY_PREFIX = "crm-bulk:rl:"
