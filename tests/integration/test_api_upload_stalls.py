@@ -106,17 +106,22 @@ def _csv(size: int) -> bytes:
     return "".join(lines).encode()
 
 
+def _upload_head(port: int, headers: dict[str, str]) -> bytes:
+    """The request head of a streamed CSV import that declares a 50 MB body."""
+    head = [
+        "POST /bulk-actions/import HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: text/csv",
+        f"Content-Length: {50 * 1024 * 1024}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode()
+
+
 def _stall(port: int, headers: dict[str, str], body: bytes, found: Stalled) -> None:
     """Declare a 50 MB CSV, send `body`, then send nothing more and wait for the server's answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=IDLE_TIMEOUT + 15) as sock:
-        head = [
-            "POST /bulk-actions/import HTTP/1.1",
-            f"Host: 127.0.0.1:{port}",
-            "Content-Type: text/csv",
-            f"Content-Length: {50 * 1024 * 1024}",
-            *(f"{name}: {value}" for name, value in headers.items()),
-        ]
-        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        sock.sendall(_upload_head(port, headers))
         started = time.monotonic()
         # Refused before its body is read (429), the server may close its side while this still sends.
         with contextlib.suppress(OSError):
@@ -296,14 +301,7 @@ def test_an_upload_whose_client_goes_away_leaves_nothing(server: Server, databas
     with httpx.Client(base_url=server.base, timeout=30) as client:
         account_id, headers = _account(database_url, client)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        head = [
-            "POST /bulk-actions/import HTTP/1.1",
-            f"Host: 127.0.0.1:{server.port}",
-            "Content-Type: text/csv",
-            f"Content-Length: {50 * 1024 * 1024}",
-            *(f"{name}: {value}" for name, value in headers.items()),
-        ]
-        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + _csv(STALL_BYTES))
+        sock.sendall(_upload_head(server.port, headers) + _csv(STALL_BYTES))
         deadline = time.monotonic() + IDLE_TIMEOUT
         while _stored(database_url, [account_id])[1] == 0:
             assert time.monotonic() < deadline, "the upload stored no chunk"
@@ -323,14 +321,7 @@ def test_a_slow_upload_keeps_giving_signs_of_life(
     with httpx.Client(base_url=server.base, timeout=30) as client:
         account_id, headers = _account(database_url, client)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        head = [
-            "POST /bulk-actions/import HTTP/1.1",
-            f"Host: 127.0.0.1:{server.port}",
-            "Content-Type: text/csv",
-            f"Content-Length: {50 * 1024 * 1024}",
-            *(f"{name}: {value}" for name, value in headers.items()),
-        ]
-        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + _csv(STALL_BYTES))
+        sock.sendall(_upload_head(server.port, headers) + _csv(STALL_BYTES))
         seen = _seen_at(database_url, account_id, after=None)
         for _ in range(2):
             time.sleep(IDLE_TIMEOUT / 4)
