@@ -181,17 +181,7 @@ def release_stale_chunks(conn: Conn, publisher: ChunkPublisher, *, older_than_se
     with conn.transaction():
         rows = ledger.republish_stale(conn, older_than_seconds=older_than_seconds)
         if rows:
-            publisher.publish(
-                [
-                    ChunkMessage(
-                        job_id=str(c.job_id),
-                        chunk_no=c.chunk_no,
-                        account_id=c.account_id,
-                        entity_count=c.entity_count,
-                    )
-                    for c in rows
-                ]
-            )
+            publisher.publish(rows)
     if rows:
         log.warning(
             "published %d chunks again that were released over %.0f s ago", len(rows), older_than_seconds

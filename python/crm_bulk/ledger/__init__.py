@@ -29,7 +29,6 @@ from crm_bulk.ledger.planned import (
 )
 from crm_bulk.ledger.released import (
     InFlight,
-    OpenChunk,
     in_flight,
     lock_pending,
     mark_released,
@@ -47,7 +46,6 @@ __all__ = [
     "ChunkState",
     "ClaimedChunk",
     "InFlight",
-    "OpenChunk",
     "add_chunks",
     "cancel_open_chunks",
     "claim_chunk",

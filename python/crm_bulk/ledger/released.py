@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from crm_bulk.postgres import Conn
+from crm_bulk.queue.messages import ChunkMessage
 from crm_bulk.sqlfiles import query
 
 
@@ -19,16 +20,6 @@ class InFlight:
 
     chunks: int
     entities: int
-
-
-@dataclass(frozen=True)
-class OpenChunk:
-    """A chunk as the queue message names it."""
-
-    job_id: UUID
-    chunk_no: int
-    account_id: int
-    entity_count: int
 
 
 def in_flight(conn: Conn, job_id: UUID) -> InFlight:
@@ -54,10 +45,13 @@ def mark_released(conn: Conn, chunks: list[tuple[UUID, int]]) -> None:
     )
 
 
-def republish_stale(conn: Conn, *, older_than_seconds: float) -> list[OpenChunk]:
+def republish_stale(conn: Conn, *, older_than_seconds: float) -> list[ChunkMessage]:
     """Chunks released over `older_than_seconds` ago and still open, their release time renewed: the caller
     publishes them again in this transaction."""
     rows = conn.execute(
         query("postgres", "ledger", "stale_released_chunks"), {"older_than": older_than_seconds}
     ).fetchall()
-    return [OpenChunk(j, int(c), int(a), int(n)) for j, c, a, n in rows]
+    return [
+        ChunkMessage(job_id=str(j), chunk_no=int(c), account_id=int(a), entity_count=int(n))
+        for j, c, a, n in rows
+    ]
