@@ -29,7 +29,9 @@ def _doc(text: str) -> dict[str, str]:
 RENAMED = {"CRM_BULK_KAFKA_TOPIC_PREFIX": "CRM_BULK_NAMESPACE"}
 # Entities per chunk, chosen with the benchmarks' chunk-size sweep (`crm-bulk bench --sweep`).
 DEFAULT_CHUNK_SIZE = 5000
-# Database connections of one API process (crm_bulk.api.resources); upload caps are checked against it.
+# Database connections of one API process (crm_bulk.api.resources): request handlers run in worker threads
+# (anyio's limit is 40), and beyond this many they queue for a connection instead of piling onto PostgreSQL.
+# Upload caps are checked against it.
 API_POOL_SIZE = 12
 
 

@@ -16,8 +16,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from crm_bulk.api.resources import POOL_MAX_SIZE
 from crm_bulk.local_postgres import LocalPostgres
+from crm_bulk.settings import API_POOL_SIZE
 from crm_bulk.store.migrate import migrate
 from tests.integration.api_support import make_settings, make_tenant, running_client
 from tests.integration.server_support import free_port
@@ -92,15 +92,15 @@ def test_the_api_answers_again_soon_after_a_postgres_restart(
     # A full pool, as under load: every slot then has a connection for the restart to break.
     resources = client.app.state.resources
     with ExitStack() as held:
-        for _ in range(POOL_MAX_SIZE):
+        for _ in range(API_POOL_SIZE):
             held.enter_context(resources.connection())
     server.stop()
     outage_until = time.monotonic() + OUTAGE_SECONDS
     # Traffic during the outage finds every broken connection: 503s, and each slot starts reconnecting.
-    with ThreadPoolExecutor(POOL_MAX_SIZE + 2) as requests:
+    with ThreadPoolExecutor(API_POOL_SIZE + 2) as requests:
         during = list(
             requests.map(
-                lambda _: client.get("/accounts/me", headers=admin).status_code, range(POOL_MAX_SIZE + 2)
+                lambda _: client.get("/accounts/me", headers=admin).status_code, range(API_POOL_SIZE + 2)
             )
         )
     assert set(during) == {503}, during

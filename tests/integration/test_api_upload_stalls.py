@@ -29,11 +29,12 @@ import uvicorn
 from crm_bulk import kernels
 from crm_bulk.actions.specs import BulkActionRequest
 from crm_bulk.api import create_app, import_session
-from crm_bulk.api.resources import POOL_MAX_SIZE, Resources
+from crm_bulk.api.resources import Resources
 from crm_bulk.auth.accounts import register
 from crm_bulk.jobs.lifecycle import discard_abandoned_uploads
 from crm_bulk.jobs.repository import create_job
 from crm_bulk.planner import append_import_chunk
+from crm_bulk.settings import API_POOL_SIZE
 from tests.integration.api_support import PASSWORD, PROBLEM_JSON, make_settings, unique_email
 from tests.integration.server_support import free_port, serving
 
@@ -43,7 +44,7 @@ IDLE_TIMEOUT = 3.0
 CHUNK_SIZE = 1000
 MAX_UPLOADS = 8
 PER_ACCOUNT = 2
-STALLED = 2 * POOL_MAX_SIZE
+STALLED = 2 * API_POOL_SIZE
 STALL_BYTES = 1024 * 1024
 ROW = "{i}@stall.example.com,First{i},Last{i},Acme\n"
 
@@ -349,7 +350,7 @@ def test_readyz_reports_an_exhausted_pool_and_its_recovery(server: Server) -> No
     with httpx.Client(base_url=server.base, timeout=30) as client:
         assert _ready(client) == (200, True)
         with ExitStack() as stack:
-            for _ in range(POOL_MAX_SIZE):
+            for _ in range(API_POOL_SIZE):
                 stack.enter_context(server.resources.connection())
             answer = client.get("/readyz")
             assert answer.status_code == 503, answer.text

@@ -28,9 +28,6 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# Request handlers run in worker threads (anyio's default limit is 40); beyond this many connections they
-# queue for one instead of piling onto PostgreSQL.
-POOL_MAX_SIZE = API_POOL_SIZE
 POOL_TIMEOUT_SECONDS = 10.0
 # A reconnect attempt that keeps failing gives up after this long (psycopg_pool's default is 300 s), so its
 # backoff (1, 2, 4, 8, 16 s ...) never outlasts a restart by more: once it gives up, the next request grows
@@ -85,7 +82,7 @@ class Resources:
             self._pool = ConnectionPool(
                 self.database_url,
                 min_size=1,
-                max_size=POOL_MAX_SIZE,
+                max_size=API_POOL_SIZE,
                 timeout=POOL_TIMEOUT_SECONDS,
                 open=False,
                 name="crm-bulk-api",
@@ -140,7 +137,7 @@ class Resources:
         stats = self._pool.get_stats()
         if stats.get("pool_available", 0) > 0 and stats.get("requests_waiting", 0) == 0:
             return True
-        if stats.get("pool_size", 0) < POOL_MAX_SIZE and stats.get("requests_waiting", 0) == 0:
+        if stats.get("pool_size", 0) < API_POOL_SIZE and stats.get("requests_waiting", 0) == 0:
             return True
         try:
             conn = self._pool.getconn(timeout=wait)
