@@ -84,6 +84,8 @@ class BulkActionRequest(msgspec.Struct, forbid_unknown_fields=True, omit_default
     records: list[ImportRecord] | None = None
     on_duplicate: OnDuplicate | None = None
     scheduled_for: AwareDatetime | None = None
+    # Run in full but roll every chunk's data change back: counts, outcomes and a before/after sample stay.
+    dry_run: bool = False
 
 
 class ActionParams(msgspec.Struct, omit_defaults=True):

@@ -56,6 +56,9 @@ class Job(msgspec.Struct, kw_only=True):
     started_at: datetime | None
     finished_at: datetime | None
     created_by: int | None
+    # A dry run applies nothing; `source_id` names the job this one derives from (promotion, revert, retry).
+    dry_run: bool = False
+    source_id: UUID | None = None
 
 
 class JobPage(msgspec.Struct, kw_only=True):
@@ -74,12 +77,13 @@ def create_job(
     idempotency_key: str | None = None,
     request_hash: str | None = None,
     uploading: bool = False,
+    source_id: UUID | None = None,
 ) -> Job:
     """Store a validated request as a new job: `scheduled` when `scheduled_for` is in the future, else
     `queued`; not yet planned. The same idempotency key with the same request (hash) within 24 hours
     returns the existing job; with a different request it raises `ConflictError(existing_id)`. With
     `uploading` (a streamed upload whose body is still arriving) the job is `uploading`: neither runnable
-    nor visible until `crm_bulk.planner.finish_import`.
+    nor visible until `crm_bulk.planner.finish_import`. `source_id` names the job this one derives from.
 
     An import without inline records is a streamed import: its chunks arrive through
     `crm_bulk.planner.append_import_chunk`.
@@ -98,6 +102,8 @@ def create_job(
         "idempotency_key": idempotency_key,
         "request_hash": digest,
         "uploading": uploading,
+        "dry_run": request.dry_run,
+        "source_id": source_id,
     }
     with conn.transaction():
         if idempotency_key is not None:
@@ -204,6 +210,8 @@ def _job(row: tuple[Any, ...]) -> Job:
         started_at,
         finished_at,
         created_by,
+        dry_run,
+        source_id,
         now,
     ) = row
     done = succeeded + failed + skipped + cancelled
@@ -235,6 +243,8 @@ def _job(row: tuple[Any, ...]) -> Job:
         started_at=started_at,
         finished_at=finished_at,
         created_by=created_by,
+        dry_run=dry_run,
+        source_id=source_id,
     )
 
 
