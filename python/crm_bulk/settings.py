@@ -99,6 +99,14 @@ class Settings:
     kafka_partitions: int = field(default=6, metadata=_doc("Partitions of the `crm-bulk.chunks` topic."))
     retry_attempts: int = field(default=3, metadata=_doc("Attempts for a chunk that fails transiently."))
     retry_wait_seconds: float = field(default=1.0, metadata=_doc("Fixed wait between attempts."))
+    poison_delivery_cap: int = field(
+        default=3,
+        metadata=_doc(
+            "Deliveries a chunk may have without being applied (each one that killed its worker counts). "
+            "The next one fails it, every entity `failed`/`poison`, and dead-letters it, so its partition "
+            "moves on."
+        ),
+    )
     namespace: str = field(
         default="crm-bulk",
         metadata=_doc(
@@ -117,7 +125,24 @@ class Settings:
     )
     worker_metrics_port: int = field(
         default=9101,
-        metadata=_doc("Port of the worker pool's Prometheus endpoint (127.0.0.1); 0 turns it off."),
+        metadata=_doc(
+            "Port of the worker pool's HTTP endpoint on HEALTH_HOST: Prometheus `/metrics`, `/healthz` (the "
+            "supervisor loop ticked recently), `/readyz` (its backends answer); 0 turns it off."
+        ),
+    )
+    scheduler_health_port: int = field(
+        default=9102,
+        metadata=_doc(
+            "Port of the scheduler's `/healthz` (its dispatch loop ticked recently) and `/readyz` (its "
+            "backends answer) on HEALTH_HOST; 0 turns it off."
+        ),
+    )
+    health_host: str = field(
+        default="127.0.0.1",
+        metadata=_doc(
+            "Address the worker pool's and the scheduler's HTTP endpoints bind; `0.0.0.0` in a container, so "
+            "probes and Prometheus reach them."
+        ),
     )
     api_host: str = field(default="127.0.0.1", metadata=_doc("Address the API binds."))
     api_port: int = field(default=8000, metadata=_doc("Port the API binds."))
@@ -147,6 +172,17 @@ class Settings:
     max_uploads_per_account: int = field(
         default=2,
         metadata=_doc("Streamed imports in progress at once per account and API process; more answer 429."),
+    )
+    events_interval_seconds: float = field(
+        default=1.0,
+        metadata=_doc(
+            "How often an API process reads the progress of the jobs its event streams watch (one query "
+            "for all of them)."
+        ),
+    )
+    events_keepalive_seconds: float = field(
+        default=15.0,
+        metadata=_doc("An event stream with nothing new sends a keep-alive comment this often."),
     )
     open_registration: bool = field(
         default=True,
@@ -189,6 +225,45 @@ class Settings:
             "Operator token (16+ characters): `/healthz` and `/readyz` with `Authorization: Bearer <token>` "
             "also show each backend's target and error. Unset: everyone gets only the statuses."
         ),
+    )
+    webhook_timeout_seconds: float = field(
+        default=15.0,
+        metadata=_doc(
+            "Seconds a webhook receiver has to answer one attempt (connect and response) before the attempt "
+            "counts as failed and is retried; the Standard Webhooks recommendation is 15-30."
+        ),
+    )
+    webhook_retry_schedule: str = field(
+        default="5,300,1800,7200,18000,36000,50400",
+        metadata=_doc(
+            "Seconds to wait after each failed webhook attempt, comma-separated: the first attempt is "
+            "immediate, then one more per entry (default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, the "
+            "Standard Webhooks example up to its first attempt past a day); after the last the delivery is "
+            "`failed`. Each wait varies by up to 10 % (jitter)."
+        ),
+    )
+    webhook_allowed_networks: str | None = field(
+        default=None,
+        metadata=_doc(
+            "Comma-separated CIDRs webhooks may reach although they are not public (loopback, private, "
+            "link-local, CGNAT, multicast). Unset: only public addresses, checked at registration and on "
+            "the address resolved at each attempt."
+        ),
+    )
+    webhook_secrets_key: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_doc(
+            "Key material (32+ characters) that seals webhook signing secrets in the database (AES-256-GCM "
+            "under an HKDF-derived key). Unset: derived from JWT_SECRET, so changing that secret then voids "
+            "every endpoint's secret; required when tokens are signed with a key pair."
+        ),
+    )
+    webhook_concurrency: int = field(
+        default=8, metadata=_doc("Webhook attempts one deliverer makes at once (`crm-bulk webhooks`, `up`).")
+    )
+    webhook_poll_seconds: float = field(
+        default=1.0, metadata=_doc("Pause of an idle webhook deliverer before it looks for due deliveries.")
     )
     log_level: str = field(default="INFO", metadata=_doc("Python logging level."))
 
@@ -310,6 +385,7 @@ class Settings:
 
     def _validate_operations(self) -> None:
         self.trusted_proxy_networks()
+        self._validate_webhooks()
         if self.health_token is not None and len(self.health_token) < 16:
             raise ConfigError(env_name("health_token"), "must be at least 16 characters")
 
@@ -328,12 +404,53 @@ class Settings:
                 ) from None
         return tuple(networks)
 
+    def _validate_webhooks(self) -> None:
+        self.webhook_allowed_network_list()
+        self.webhook_retry_delays()
+        if not 0 < self.webhook_timeout_seconds <= 300:
+            raise ConfigError(env_name("webhook_timeout_seconds"), "must be above 0 and at most 300")
+        if not 1 <= self.webhook_concurrency <= 256:
+            raise ConfigError(env_name("webhook_concurrency"), "must be 1-256")
+        if not self.webhook_poll_seconds > 0:
+            raise ConfigError(env_name("webhook_poll_seconds"), "must be positive")
+        if self.webhook_secrets_key is not None and len(self.webhook_secrets_key) < 32:
+            raise ConfigError(env_name("webhook_secrets_key"), "must be at least 32 characters")
+
+    def webhook_allowed_network_list(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The networks of `webhook_allowed_networks`; `ConfigError` for a bad entry."""
+        networks = []
+        for part in (self.webhook_allowed_networks or "").split(","):
+            if not part.strip():
+                continue
+            try:
+                networks.append(ipaddress.ip_network(part.strip(), strict=False))
+            except ValueError:
+                raise ConfigError(
+                    env_name("webhook_allowed_networks"), f"expected CIDRs, got {part.strip()!r}"
+                ) from None
+        return tuple(networks)
+
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        """The waits of `webhook_retry_schedule` in seconds; `ConfigError` unless each is a number >= 0."""
+        try:
+            delays = tuple(float(p) for p in self.webhook_retry_schedule.split(",") if p.strip())
+        except ValueError:
+            delays = (-1.0,)
+        # One wait of a week at most (NaN fails the comparison too).
+        if not all(0 <= d <= 604_800 for d in delays):
+            raise ConfigError(
+                env_name("webhook_retry_schedule"),
+                "expected seconds 0-604800, comma-separated (empty: no retries)",
+            )
+        return delays
+
     def _validate_ranges(self) -> None:
         for name in (
             "worker_processes",
             "chunk_size",
             "kafka_partitions",
             "retry_attempts",
+            "poison_delivery_cap",
             "jwt_ttl_seconds",
             "max_upload_bytes",
         ):
@@ -345,12 +462,22 @@ class Settings:
         if self.retry_wait_seconds < 0:
             raise ConfigError(env_name("retry_wait_seconds"), "must not be negative")
         self._validate_upload_limits()
+        self._validate_events()
         if self.dispatch_window_chunks < 1:
             raise ConfigError(env_name("dispatch_window_chunks"), "must be at least 1")
         if self.scheduler_interval_seconds <= 0:
             raise ConfigError(env_name("scheduler_interval_seconds"), "must be positive")
-        if not 0 <= self.worker_metrics_port < 65536:
-            raise ConfigError(env_name("worker_metrics_port"), "must be 0 (off) or a TCP port")
+        for name in ("worker_metrics_port", "scheduler_health_port"):
+            if not 0 <= int(getattr(self, name)) < 65536:
+                raise ConfigError(env_name(name), "must be 0 (off) or a TCP port")
+
+    def _validate_events(self) -> None:
+        if not 0.05 <= self.events_interval_seconds <= 60:
+            raise ConfigError(env_name("events_interval_seconds"), "must be 0.05-60")
+        if not self.events_interval_seconds <= self.events_keepalive_seconds <= 300:
+            raise ConfigError(
+                env_name("events_keepalive_seconds"), "must be CRM_BULK_EVENTS_INTERVAL_SECONDS to 300"
+            )
 
     def _validate_upload_limits(self) -> None:
         if not 0 < self.upload_idle_timeout_seconds <= 3600:

@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -32,15 +33,17 @@ UNLIMITED = 1e9
 
 @dataclass
 class ScriptedLedger:
-    """A `WorkerLedger` whose answers the test sets: chunk states, errors each apply raises first, and
-    database outages; it records every call the worker makes."""
+    """A `WorkerLedger` whose answers the test sets: chunk states, deliveries so far, errors each apply raises
+    first, and database outages; it records every call the worker makes."""
 
     states: dict[tuple[UUID, int], str] = field(default_factory=dict)
+    deliveries: dict[tuple[UUID, int], int] = field(default_factory=dict)
     apply_errors: dict[tuple[UUID, int], list[BaseException]] = field(default_factory=dict)
     outages: int = 0
     applied: list[tuple[UUID, int, int]] = field(default_factory=list)
     retries: list[tuple[UUID, int, int, str]] = field(default_factory=list)
     failed: list[tuple[UUID, int, str, int]] = field(default_factory=list)
+    failed_codes: list[str] = field(default_factory=list)
     fail_error: BaseException | None = None
     connects: int = 0
 
@@ -58,7 +61,18 @@ class ScriptedLedger:
 
     def look_up(self, job_id: UUID, chunk_no: int) -> ChunkLookup | None:
         state = self.states.get((job_id, chunk_no))
-        return None if state is None else ChunkLookup(state, UNLIMITED)
+        return (
+            None
+            if state is None
+            else ChunkLookup(state, UNLIMITED, self.deliveries.get((job_id, chunk_no), 0))
+        )
+
+    def count_delivery(self, job_id: UUID, chunk_no: int) -> int | None:
+        if self.states.get((job_id, chunk_no)) not in ("pending", "released"):
+            return None
+        count = self.deliveries.get((job_id, chunk_no), 0) + 1
+        self.deliveries[(job_id, chunk_no)] = count
+        return count
 
     def apply(self, job_id: UUID, chunk_no: int, *, worker: str, attempt: int) -> ChunkResult:
         queued = self.apply_errors.get((job_id, chunk_no), [])
@@ -73,11 +87,14 @@ class ScriptedLedger:
     def note_retry(self, job_id: UUID, chunk_no: int, *, attempt: int, reason: str) -> None:
         self.retries.append((job_id, chunk_no, attempt, reason))
 
-    def fail(self, job_id: UUID, chunk_no: int, *, reason: str, worker: str, attempts: int) -> bool:
+    def fail(
+        self, job_id: UUID, chunk_no: int, *, reason: str, worker: str, attempts: int, code: str = "internal"
+    ) -> bool:
         if self.fail_error is not None:
             raise self.fail_error
         self.states[(job_id, chunk_no)] = "failed"
         self.failed.append((job_id, chunk_no, reason, attempts))
+        self.failed_codes.append(code)
         return True
 
     def record_paced(self, job_id: UUID, account_id: int, chunk_no: int, *, detail: str) -> None:
@@ -96,7 +113,11 @@ def consumer(broker: MemoryBroker) -> Iterator[MemoryQueue]:
 
 
 def _worker(
-    ledger: ScriptedLedger, consumer: MemoryQueue, stop: threading.Event | None = None
+    ledger: ScriptedLedger,
+    consumer: MemoryQueue,
+    stop: threading.Event | None = None,
+    *,
+    poison_delivery_cap: int = 3,
 ) -> ChunkWorker:
     stop = stop or threading.Event()
     return ChunkWorker(
@@ -107,6 +128,7 @@ def _worker(
         policy=RetryPolicy(attempts=3, wait_seconds=WAIT),
         stop=stop,
         poll_timeout=0.05,
+        poison_delivery_cap=poison_delivery_cap,
     )
 
 
@@ -265,4 +287,106 @@ def test_a_failure_that_cannot_be_recorded_still_acknowledges_the_dead_letter(
     assert len(broker.dead_letters()) == 1
     assert ledger.states[chunk] == "released"  # left open: the scheduler republishes it later
     assert worker.counters.failed == 1
+    assert broker.waiting() == 0
+
+
+class WorkerCrashError(BaseException):
+    """Stands in for the worker process dying inside an apply (a segfault, the OOM killer): nothing in the
+    worker catches it, nothing is acknowledged or recorded after it."""
+
+
+def test_a_chunk_that_kills_every_worker_is_failed_as_poison_after_the_cap(broker: MemoryBroker) -> None:
+    ledger = ScriptedLedger()
+    poison = _publish(broker, ledger)
+    healthy = _publish(broker, ledger)
+    ledger.apply_errors[poison] = [WorkerCrashError("killed")] * 10
+    cap = 3
+    for crash in range(cap):
+        member = broker.consumer(client_id=f"w-doomed-{crash}")
+        with pytest.raises(WorkerCrashError):
+            _run(_worker(ledger, member, poison_delivery_cap=cap))
+        member.kill()  # died without closing: its claims go back to the group
+        assert ledger.deliveries[poison] == crash + 1
+    with broker.consumer(client_id="w-survivor") as survivor:
+        worker = _worker(ledger, survivor, poison_delivery_cap=cap)
+        _run(worker)
+    assert ledger.deliveries[poison] == cap + 1
+    ((job_id, chunk_no, reason, attempts),) = ledger.failed
+    assert ((job_id, chunk_no), attempts, ledger.failed_codes) == (poison, cap, ["poison"])
+    assert "delivered 4 times" in reason and "cap 3" in reason
+    (letter,) = broker.dead_letters()
+    assert letter.message is not None and (UUID(letter.message.job_id), letter.message.chunk_no) == poison
+    assert letter.reason == reason
+    assert (worker.counters.poisoned, worker.counters.failed) == (1, 1)
+    assert (*healthy, 1) in ledger.applied and all(a[:2] != poison for a in ledger.applied)
+    assert broker.waiting() == 0
+
+
+@pytest.mark.parametrize(("delivered_before", "cap"), [(0, 3), (2, 3), (0, 1), (4, 5)])
+def test_a_chunk_within_the_cap_is_applied_and_its_delivery_counted(
+    broker: MemoryBroker, consumer: MemoryQueue, delivered_before: int, cap: int
+) -> None:
+    ledger = ScriptedLedger()
+    chunk = _publish(broker, ledger)
+    ledger.deliveries[chunk] = delivered_before
+    worker = _worker(ledger, consumer, poison_delivery_cap=cap)
+    _run(worker)
+    assert ledger.applied == [(*chunk, 1)]
+    assert ledger.deliveries[chunk] == delivered_before + 1
+    assert (ledger.failed, broker.dead_letters(), worker.counters.poisoned) == ([], [], 0)
+
+
+@pytest.mark.parametrize(("delivered_before", "cap"), [(3, 3), (7, 3), (1, 1)])
+def test_a_chunk_past_the_cap_is_not_paced_nor_applied(
+    broker: MemoryBroker, consumer: MemoryQueue, delivered_before: int, cap: int
+) -> None:
+    ledger = ScriptedLedger()
+    chunk = _publish(broker, ledger)
+    ledger.deliveries[chunk] = delivered_before
+
+    class NoPacing(InProcessLimiter):
+        def acquire(self, key: str, *, cost: int, rate_per_second: float, burst: int) -> Any:
+            raise AssertionError("a poison chunk was paced")
+
+    stop = threading.Event()
+    worker = ChunkWorker(
+        name="w-unit",
+        ledger=ledger,
+        consumer=consumer,
+        pacer=EntityPacer(NoPacing(), namespace="unit", stop=stop),
+        policy=RetryPolicy(attempts=3, wait_seconds=WAIT),
+        stop=stop,
+        poll_timeout=0.05,
+        poison_delivery_cap=cap,
+    )
+    _run(worker)
+    assert ledger.applied == []
+    assert ledger.failed_codes == ["poison"]
+    assert ledger.deliveries[chunk] == delivered_before + 1
+    assert len(broker.dead_letters()) == 1
+    assert broker.waiting() == 0
+
+
+def test_retries_within_one_delivery_are_not_deliveries(broker: MemoryBroker, consumer: MemoryQueue) -> None:
+    ledger = ScriptedLedger()
+    chunk = _publish(broker, ledger)
+    ledger.apply_errors[chunk] = [RetryableError("deadlock detected")] * 2
+    _run(_worker(ledger, consumer, poison_delivery_cap=1))
+    assert ledger.applied == [(*chunk, 3)]
+    assert ledger.deliveries[chunk] == 1
+
+
+def test_a_chunk_final_by_the_time_its_delivery_is_counted_is_not_applied(
+    broker: MemoryBroker, consumer: MemoryQueue
+) -> None:
+    class FinishedMeanwhile(ScriptedLedger):
+        def count_delivery(self, job_id: UUID, chunk_no: int) -> int | None:
+            self.states[(job_id, chunk_no)] = "done"  # another worker's apply committed first
+            return super().count_delivery(job_id, chunk_no)
+
+    ledger = FinishedMeanwhile()
+    _publish(broker, ledger)
+    worker = _worker(ledger, consumer)
+    _run(worker)
+    assert (ledger.applied, worker.counters.already_done) == ([], 1)
     assert broker.waiting() == 0

@@ -43,6 +43,8 @@ CODE_OUTCOME: dict[str, str] = {
     "invalid_field": "failed",
     "too_long": "failed",
     "internal": "failed",
+    # Delivered past `poison_delivery_cap` times without being applied: the chunk kept killing its workers.
+    "poison": "failed",
 }
 
 

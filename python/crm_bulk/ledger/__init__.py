@@ -7,10 +7,12 @@ the job counters each transition moves. Only this package writes chunk states.
 | discarded    | pending → (deleted)        | `planned`         | a failed or abandoned upload       |
 | released     | pending → released         | `released`        | the scheduler's fair release       |
 | republished  | released → released        | `released`        | the scheduler (stale releases)     |
+| delivered    | open, delivery counted     | `deliveries`      | the worker, before it applies      |
 | claimed      | locked for one transaction | `claimed`         | the apply engine                   |
 | done         | open → done                | `claimed`         | the apply engine                   |
 | retried      | open, attempt noted        | `terminal`        | the worker                         |
-| failed       | open → failed              | `terminal`        | the worker (retries exhausted)     |
+| failed       | open → failed              | `terminal`        | the worker (retries exhausted, or  |
+|              |                            |                   | delivered past the poison cap)     |
 | cancelled    | open → cancelled           | `terminal`        | job cancel, the scheduler's sweep  |
 
 Chunk inputs are Arrow IPC payloads (`payload`); outcomes go to the entity log's outbox in the same
@@ -18,6 +20,7 @@ transaction. Lock order everywhere: chunk rows first, then the job row.
 """
 
 from crm_bulk.ledger.claimed import ChunkLookup, ClaimedChunk, claim_chunk, complete_chunk, look_up_chunk
+from crm_bulk.ledger.deliveries import POISON_CODE, count_delivery, is_poison, poison_reason
 from crm_bulk.ledger.planned import (
     add_chunks,
     close_import,
@@ -41,6 +44,7 @@ __all__ = [
     "CHUNK_STATES",
     "FINAL_CHUNK_STATES",
     "OPEN_CHUNK_STATES",
+    "POISON_CODE",
     "CancelledChunks",
     "ChunkLookup",
     "ChunkState",
@@ -51,16 +55,19 @@ __all__ = [
     "claim_chunk",
     "close_import",
     "complete_chunk",
+    "count_delivery",
     "discard_abandoned_uploads",
     "discard_upload",
     "fail_chunk",
     "in_flight",
     "insert_chunks",
+    "is_poison",
     "lock_pending",
     "look_up_chunk",
     "mark_planned",
     "mark_released",
     "note_retry",
+    "poison_reason",
     "republish_stale",
     "touch_upload",
 ]

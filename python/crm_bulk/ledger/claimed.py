@@ -15,10 +15,12 @@ from crm_bulk.sqlfiles import query
 
 @dataclass(frozen=True)
 class ChunkLookup:
-    """What a worker checks before pacing: the chunk's state and its account's entity rate."""
+    """What a worker checks before pacing: the chunk's state, its account's entity rate, and how often it was
+    delivered before (`crm_bulk.ledger.deliveries`)."""
 
     state: str
     entities_per_second: float
+    deliveries: int = 0
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,12 @@ class ClaimedChunk:
 
 
 def look_up_chunk(conn: Conn, job_id: UUID, chunk_no: int) -> ChunkLookup | None:
-    """The chunk's state and its account's rate; None when the ledger has no such chunk."""
+    """The chunk's state, its account's rate and its deliveries so far; None when the ledger has no such
+    chunk."""
     row = conn.execute(
         query("postgres", "ledger", "chunk_for_worker"), {"job_id": job_id, "chunk_no": chunk_no}
     ).fetchone()
-    return None if row is None else ChunkLookup(str(row[0]), float(row[1]))
+    return None if row is None else ChunkLookup(str(row[0]), float(row[1]), int(row[2]))
 
 
 def claim_chunk(conn: Conn, job_id: UUID, chunk_no: int) -> ClaimedChunk | None:

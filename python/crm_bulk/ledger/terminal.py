@@ -31,9 +31,19 @@ class CancelledChunks:
     entities: int
 
 
-def fail_chunk(conn: Conn, job_id: UUID, chunk_no: int, *, reason: str, worker: str, attempts: int) -> bool:
-    """Mark an open chunk failed with `reason`, write its outbox (every entity failed, code `internal`), add
-    its entities to the job's `failed` count and record the `dead_lettered` event, in one transaction.
+def fail_chunk(
+    conn: Conn,
+    job_id: UUID,
+    chunk_no: int,
+    *,
+    reason: str,
+    worker: str,
+    attempts: int,
+    code: str = "internal",
+) -> bool:
+    """Mark an open chunk failed with `reason`, write its outbox (every entity failed with `code`: `internal`
+    after retries or a permanent error, `poison` past the delivery cap), add its entities to the job's
+    `failed` count and record the `dead_lettered` event, in one transaction.
     Returns False (and changes nothing) when the chunk is missing or already final."""
     reason = reason[:MAX_REASON]
     with conn.transaction():
@@ -47,7 +57,7 @@ def fail_chunk(conn: Conn, job_id: UUID, chunk_no: int, *, reason: str, worker: 
         if state in FINAL_CHUNK_STATES:
             log.info("job %s chunk %s is %s already; not failing it", job_id, chunk_no, state)
             return False
-        outcomes = uniform_outcomes(decode_payload(bytes(payload)), code="internal", message=reason)
+        outcomes = uniform_outcomes(decode_payload(bytes(payload)), code=code, message=reason)
         conn.execute(
             query("postgres", "ledger", "mark_chunk_failed"),
             {

@@ -1,6 +1,10 @@
 """One worker process's loop: consume → pace → `apply_chunk` → commit, with the retry policy around apply.
 
 - A redelivered chunk whose ledger row is final is acknowledged without pacing or applying.
+- Every delivery of an open chunk is counted on its ledger row, committed before the apply starts. A chunk
+  delivered more than `poison_delivery_cap` times without being applied (it killed its workers: a crash,
+  the OOM killer) is a poison chunk: dead-lettered and failed with code `poison`, never applied again, and
+  acknowledged, so its partition moves on.
 - Transient failures are retried per `RetryPolicy` (each attempt noted on the ledger row with a
   `chunk_retried` event); a chunk that exhausts them, or fails permanently, goes to the dead-letter topic and
   is marked failed with its outcome rows (`crm_bulk.ledger.terminal.fail_chunk`), then acknowledged.
@@ -23,7 +27,7 @@ import psycopg
 
 from crm_bulk.apply.engine import ChunkResult
 from crm_bulk.errors import CrmBulkError, RetryableError
-from crm_bulk.ledger import FINAL_CHUNK_STATES
+from crm_bulk.ledger import FINAL_CHUNK_STATES, POISON_CODE, ChunkLookup, is_poison, poison_reason
 from crm_bulk.queue.protocol import ChunkConsumer, Delivery
 from crm_bulk.retry import RetryPolicy, RetryStopped, on_types, until_stopped
 from crm_bulk.worker import metrics
@@ -59,6 +63,7 @@ class WorkerCounters:
     applied: int = 0
     already_done: int = 0
     failed: int = 0
+    poisoned: int = 0
     retries: int = 0
     abandoned: int = 0
     commit_failures: int = 0
@@ -78,6 +83,7 @@ class ChunkWorker:
         stop: threading.Event,
         max_messages: int = 1,
         poll_timeout: float = 0.5,
+        poison_delivery_cap: int = 3,
     ) -> None:
         self.name = name
         self._consumer = consumer
@@ -87,6 +93,7 @@ class ChunkWorker:
         self._max_messages = max_messages
         self._poll_timeout = poll_timeout
         self._ledger = ledger
+        self._poison_cap = poison_delivery_cap
         self.counters = WorkerCounters()
 
     def __repr__(self) -> str:
@@ -167,25 +174,45 @@ class ChunkWorker:
                 delivery, None, 1, f"chunk {message.chunk_no} of job {job_id} is not in the ledger"
             )
         if found.state in FINAL_CHUNK_STATES:
-            self.counters.already_done += 1
-            metrics.CHUNKS.labels("already_done").inc()
-            return "already_done"
-        self._pace(
-            job_id, message.account_id, message.chunk_no, message.entity_count, found.entities_per_second
-        )
+            return self._already_done()
+        return self._handle_open(delivery, job_id, found)
+
+    def _handle_open(self, delivery: Delivery, job_id: UUID, found: ChunkLookup) -> str:
+        """`handle` of a chunk the ledger has open: count the delivery, then apply it (or fail it: poison)."""
+        deliveries = self._start_delivery(delivery, job_id, found)
+        if deliveries is None:
+            return self._already_done()
+        if is_poison(deliveries, cap=self._poison_cap):
+            self.counters.poisoned += 1
+            reason = poison_reason(deliveries, cap=self._poison_cap)
+            return self._give_up(delivery, job_id, deliveries - 1, reason, code=POISON_CODE)
         result = self._apply_with_retries(delivery, job_id)
         if result is None:
             return "failed"
         if result.state == "already_done":
-            self.counters.already_done += 1
-            metrics.CHUNKS.labels("already_done").inc()
-            return "already_done"
+            return self._already_done()
         self.counters.applied += 1
         metrics.CHUNKS.labels("applied").inc()
         metrics.CHUNK_SECONDS.observe(result.duration_ms / 1000)
         for outcome in ("succeeded", "failed", "skipped"):
             metrics.ENTITIES.labels(outcome).inc(getattr(result, outcome))
         return "applied"
+
+    def _already_done(self) -> str:
+        self.counters.already_done += 1
+        metrics.CHUNKS.labels("already_done").inc()
+        return "already_done"
+
+    def _start_delivery(self, delivery: Delivery, job_id: UUID, found: ChunkLookup) -> int | None:
+        """Pace the chunk, then count this delivery on the ledger (committed before the apply); return the
+        count, or None when the chunk turned final meanwhile. Pacing comes first so that a delivery handed
+        back during its wait is not counted; a chunk past the cap already is not paced at all."""
+        message = delivery.message
+        if not is_poison(found.deliveries + 1, cap=self._poison_cap):
+            self._pace(
+                job_id, message.account_id, message.chunk_no, message.entity_count, found.entities_per_second
+            )
+        return self._with_database(lambda: self._ledger.count_delivery(job_id, message.chunk_no))
 
     def _apply_with_retries(self, delivery: Delivery, job_id: UUID) -> ChunkResult | None:
         """`apply_chunk` under the retry policy, each failed attempt noted on the ledger; None when the
@@ -233,8 +260,16 @@ class ChunkWorker:
                 lambda: self._ledger.record_paced(job_id, account_id, chunk_no, detail=detail)
             )
 
-    def _give_up(self, delivery: Delivery, job_id: UUID | None, attempts: int, reason: str) -> str:
-        """Dead-letter the delivery, then record the chunk failed with its outcome rows."""
+    def _give_up(
+        self,
+        delivery: Delivery,
+        job_id: UUID | None,
+        attempts: int,
+        reason: str,
+        *,
+        code: str = "internal",
+    ) -> str:
+        """Dead-letter the delivery, then record the chunk failed with its outcome rows (each one `code`)."""
         log.error(
             "%s: giving up on %s after %d attempts: %s", self.name, delivery.describe(), attempts, reason
         )
@@ -247,7 +282,12 @@ class ChunkWorker:
             try:
                 self._with_database(
                     lambda: self._ledger.fail(
-                        job_id, delivery.message.chunk_no, reason=reason, worker=self.name, attempts=attempts
+                        job_id,
+                        delivery.message.chunk_no,
+                        reason=reason,
+                        worker=self.name,
+                        attempts=attempts,
+                        code=code,
                     )
                 )
             except (psycopg.Error, CrmBulkError):

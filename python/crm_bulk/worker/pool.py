@@ -83,6 +83,7 @@ def worker_process_main(settings: Settings, slot: int, burst: bool) -> None:
         pacer=pacer,
         policy=RetryPolicy.from_settings(settings),
         stop=stop,
+        poison_delivery_cap=settings.poison_delivery_cap,
     )
     shipper = _start_shipper(settings, stop)
     try:

@@ -77,11 +77,20 @@ WHERE j.id = c.job_id AND j.status = 'running'
 RETURNING c.job_id, c.chunk_no, c.account_id, c.entity_count
 
 -- name: chunk_for_worker
--- What a worker checks before pacing: is the chunk still open, and at what rate may its account go.
-SELECT c.state, a.entities_per_second
+-- What a worker checks before pacing: is the chunk still open, at what rate may its account go, and has it
+-- been delivered past the poison cap already (then it is failed without pacing).
+SELECT c.state, a.entities_per_second, c.deliveries
 FROM bulk_action_chunks AS c
 JOIN accounts AS a ON a.id = c.account_id
 WHERE c.job_id = %(job_id)s AND c.chunk_no = %(chunk_no)s
+
+-- name: count_chunk_delivery
+-- Committed on its own before the apply starts, so a delivery that kills its worker is still counted. An
+-- apply of the chunk in progress elsewhere holds the row: this waits for it and then finds the chunk final.
+UPDATE bulk_action_chunks
+SET deliveries = deliveries + 1
+WHERE job_id = %(job_id)s AND chunk_no = %(chunk_no)s AND state IN ('pending', 'released')
+RETURNING deliveries
 
 -- name: lock_chunk
 -- The row lock serialises concurrent applies of one chunk: the second waits, then sees the first's state.
