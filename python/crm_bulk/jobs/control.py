@@ -8,6 +8,7 @@ from uuid import UUID
 from crm_bulk.entitylog.events import record_event
 from crm_bulk.errors import ConflictError, NotFoundError
 from crm_bulk.jobs.repository import Job, get_job
+from crm_bulk.jobs.webhook_events import announce_job_event
 from crm_bulk.ledger import cancel_open_chunks
 from crm_bulk.postgres import Conn
 from crm_bulk.sqlfiles import query
@@ -40,6 +41,7 @@ def cancel_job(conn: Conn, account_id: int, job_id: UUID | str) -> Job:
         record_event(
             conn, job_id=job.id, account_id=account_id, event="cancelled", detail=f"was {job.status}"
         )
+        announce_job_event(conn, account_id=account_id, job_id=job.id, event="job.cancelled")
     cancelled = cancel_open_chunks(conn, job.id)
     log.info(
         "job %s cancelled: %d chunks (%d entities) not applied", job.id, cancelled.chunks, cancelled.entities

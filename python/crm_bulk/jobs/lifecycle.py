@@ -23,6 +23,7 @@ from uuid import UUID
 
 from crm_bulk.entitylog.events import record_event
 from crm_bulk.errors import PermanentError
+from crm_bulk.jobs.webhook_events import announce_job_event
 from crm_bulk.ledger import cancel_open_chunks
 from crm_bulk.ledger import discard_abandoned_uploads as _discard_abandoned
 from crm_bulk.planner import plan_job
@@ -105,6 +106,7 @@ def _start(conn: Conn, job_id: UUID, *, planned_detail: str) -> None:
         detail=f"{total} entities in {chunk_count} chunks ({planned_detail})",
     )
     record_event(conn, job_id=job_id, account_id=account_id, event="started")
+    announce_job_event(conn, account_id=account_id, job_id=job_id, event="job.started")
     log.info("job %s started: %d entities in %d chunks", job_id, total, chunk_count)
 
 
@@ -114,6 +116,7 @@ def _fail_job(conn: Conn, job_id: UUID, reason: str) -> None:
     ).fetchone()
     if row is not None:
         record_event(conn, job_id=job_id, account_id=row[0], event="finished", detail=f"failed: {reason}")
+        announce_job_event(conn, account_id=row[0], job_id=job_id, event="job.failed")
         log.error("job %s failed: %s", job_id, reason)
 
 
@@ -134,6 +137,7 @@ def finish_jobs(conn: Conn) -> list[FinishedJob]:
                     f"of {job.total}"
                 ),
             )
+            announce_job_event(conn, account_id=job.account_id, job_id=job.job_id, event=f"job.{job.status}")
     for job in finished:
         log.info(
             "job %s %s: %d succeeded, %d failed, %d skipped of %d",

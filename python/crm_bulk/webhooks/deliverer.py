@@ -1,0 +1,145 @@
+"""`crm-bulk webhooks` (and a thread of `crm-bulk up`): the loop that delivers due webhooks.
+
+Attempts run on a thread pool (`webhook_concurrency` at once), so one slow receiver holds one slot, not the
+loop; the calling thread alone talks to PostgreSQL: it claims due deliveries into free slots and records
+each answer as it comes. Several deliverers may run side by side: claims are taken with SKIP LOCKED and
+leased. It runs apart from the scheduler on purpose: webhook receivers are other people's servers, and a
+slow or unreachable one must never hold up releasing chunks or finishing jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+import psycopg
+
+from crm_bulk.errors import CrmBulkError
+from crm_bulk.postgres import OnDemandConnection
+from crm_bulk.retry import RetryStopped, on_types, until_stopped
+from crm_bulk.settings import Settings
+from crm_bulk.webhooks.delivery import (
+    AttemptResult,
+    ClaimedDelivery,
+    RetrySchedule,
+    WebhookSender,
+    claim_due,
+    lease_seconds,
+    record_attempt,
+)
+
+log = logging.getLogger(__name__)
+
+# A failed pass (the database away) is tried again after 1 s, doubling to 10 s while failures last.
+PASS_RETRY = until_stopped(
+    wait_seconds=1.0, max_wait_seconds=10.0, retry_on=on_types(CrmBulkError, psycopg.Error, OSError)
+)
+
+
+@dataclass
+class DelivererCounters:
+    """What one deliverer did since it started."""
+
+    attempts: int = 0
+    delivered: int = 0
+    retried: int = 0
+    failed: int = 0
+    pass_failures: int = 0
+
+
+class _DeliveryLoop:
+    """The deliverer's state between passes: attempts in flight and answers not recorded yet."""
+
+    def __init__(
+        self, settings: Settings, sender: WebhookSender, pool: ThreadPoolExecutor, counters: DelivererCounters
+    ) -> None:
+        self._db = OnDemandConnection(settings.postgres_dsn)
+        self._sender = sender
+        self._pool = pool
+        self._slots = settings.webhook_concurrency
+        self._schedule = RetrySchedule.from_settings(settings)
+        self._counters = counters
+        self._inflight: dict[Future[AttemptResult], ClaimedDelivery] = {}
+        self._answered: list[tuple[ClaimedDelivery, AttemptResult]] = []
+
+    def step(self) -> int:
+        """Record the answers that came in, then fill free slots with due deliveries; return how many were
+        claimed. Answers whose recording failed are kept for the next pass."""
+        for future in [f for f in self._inflight if f.done()]:
+            self._answered.append((self._inflight.pop(future), future.result()))
+        conn = self._db.get()
+        while self._answered:
+            delivery, result = self._answered[0]
+            self._count(record_attempt(conn, delivery, result, self._schedule))
+            self._answered.pop(0)
+        free = self._slots - len(self._inflight)
+        if free <= 0:
+            return 0
+        claimed = claim_due(conn, limit=free, lease_seconds=lease_seconds(self._sender))
+        for delivery in claimed:
+            self._inflight[self._pool.submit(self._sender.attempt, delivery)] = delivery
+        self._counters.attempts += len(claimed)
+        return len(claimed)
+
+    def wait(self, stop_event: threading.Event, idle_seconds: float) -> None:
+        """Until an attempt ends, or `idle_seconds` when none is in flight (or stopped)."""
+        if self._inflight:
+            wait(list(self._inflight), timeout=idle_seconds, return_when=FIRST_COMPLETED)
+        else:
+            stop_event.wait(idle_seconds)
+
+    def drain(self) -> None:
+        """Let attempts in flight end and record them once (a lapsed lease covers what is not recorded)."""
+        wait(list(self._inflight), timeout=self._sender.timeout_seconds + 5)
+        self._slots = 0
+        try:
+            self.step()
+        except (CrmBulkError, psycopg.Error, OSError) as exc:
+            log.warning("webhook answers not recorded at stop (they will be sent again): %s", exc)
+        finally:
+            self._db.close()
+
+    def after_failure(self, exc: BaseException) -> None:
+        """A failed pass: counted, and a broken connection dropped."""
+        self._counters.pass_failures += 1
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            self._db.close()
+
+    def _count(self, status: str) -> None:
+        if status == "succeeded":
+            self._counters.delivered += 1
+        elif status == "pending":
+            self._counters.retried += 1
+        else:
+            self._counters.failed += 1
+
+
+def run_deliverer(settings: Settings, stop_event: threading.Event) -> DelivererCounters:
+    """Deliver due webhooks of resolved `settings` until `stop_event` is set; return what was done."""
+    counters = DelivererCounters()
+    sender = WebhookSender.from_settings(settings)
+    pool = ThreadPoolExecutor(settings.webhook_concurrency, thread_name_prefix="crm-bulk-webhook")
+    loop = _DeliveryLoop(settings, sender, pool, counters)
+    log.info("webhook deliverer started (%d at once)", settings.webhook_concurrency)
+    try:
+        while not stop_event.is_set():
+            try:
+                claimed = PASS_RETRY.call(
+                    loop.step,
+                    what="webhook delivery pass",
+                    stop=stop_event,
+                    on_retry=loop.after_failure,
+                    logger=log,
+                )
+            except RetryStopped:
+                break
+            if not claimed:
+                loop.wait(stop_event, settings.webhook_poll_seconds)
+    finally:
+        loop.drain()
+        pool.shutdown(wait=True)
+        sender.close()
+    log.info("webhook deliverer stopped: %s", counters)
+    return counters
