@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 import msgspec
 
+from crm_bulk.actions.filters import compile_filter
 from crm_bulk.errors import ValidationError
 
 OPERATORS = frozenset({"eq", "ne", "in", "contains", "starts_with", "gt", "gte", "lt", "lte", "is_null"})
@@ -43,6 +44,20 @@ def filter_from_query(items: Iterable[tuple[str, str]]) -> dict[str, dict[str, o
         else:
             ops[op] = value
     return result
+
+
+def is_filter_parameter(name: str) -> bool:
+    """Whether a query parameter names a filter condition (`field` or `field.op` of a filterable field).
+
+    The filter compiler owns the field whitelist: a probe condition on the field fails with `unknown_field`
+    exactly when the field is not one. A bad operator or value is left for the listing to refuse by name.
+    """
+    field, _ = _split(name)
+    try:
+        compile_filter({field: {"is_null": True}})
+    except ValidationError as exc:
+        return exc.code != "unknown_field"
+    return True
 
 
 def _split(name: str) -> tuple[str, str]:

@@ -10,11 +10,12 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from crm_bulk.api.dependencies import Connection
 from crm_bulk.api.problems import AUTHENTICATED, problem_responses
+from crm_bulk.api.query_params import ACCEPTS, ACCEPTS_DESCRIPTION
 from crm_bulk.api.security import editor, viewer
 from crm_bulk.auth.accounts import Principal
 from crm_bulk.contacts import repository
 from crm_bulk.contacts.models import Contact, ContactInput, ContactPage, ContactPatch
-from crm_bulk.contacts.query_filters import filter_from_query
+from crm_bulk.contacts.query_filters import filter_from_query, is_filter_parameter
 
 OptionalText = str | None
 
@@ -48,6 +49,7 @@ class ContactController(Controller):
         sync_to_thread=True,
         summary="List contacts, filtered, in id order",
         responses=problem_responses(*AUTHENTICATED, 422),
+        opt={ACCEPTS: is_filter_parameter, ACCEPTS_DESCRIPTION: "filter conditions (field, field.op)"},
     )
     def list_contacts(
         self,
