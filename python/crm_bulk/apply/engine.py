@@ -6,7 +6,11 @@
    request's values (update).
 3. COPY the chunk into a temp staging table; run the action's one set-based statement; its result rows
    (COPY out, parsed by Polars) give every entity its outcome.
-4. Write the outbox (Arrow IPC) and mark the ledger row done; add the counts to the job.
+4. Write the outbox (Arrow IPC) and mark the ledger row done; add the counts to the job; keep the
+   before-image of the rows the statement wrote (`crm_bulk.apply.images`), which a revert restores.
+
+A dry run's chunk runs steps 2-3 inside a savepoint and rolls them back, keeping the outcomes and a sample of
+before → after values; step 4 is as for any chunk, so its counts, log and errors are the real run's.
 
 Every step is column-at-a-time: no Python runs per entity.
 """
@@ -25,9 +29,19 @@ import psycopg
 from crm_bulk import ledger
 from crm_bulk.actions.specs import ActionParams, params_from_json
 from crm_bulk.apply.checks import ChangeCheck, check_changes, check_records
+from crm_bulk.apply.images import (
+    ID_RESULT,
+    IMAGE_RESULT_COLUMNS,
+    IMPORT_RESULT,
+    before_image,
+    dry_run_sample,
+    encode_image,
+)
+from crm_bulk.apply.restore import restore_image
 from crm_bulk.apply.staging import copy_out, stage_ids, stage_import
 from crm_bulk.entitylog.outbox import OUTCOME_COLUMNS, encode_outcomes, outcome_counts, outcome_of
 from crm_bulk.errors import CrmBulkError, NotFoundError, PermanentError, RetryableError
+from crm_bulk.ledger.images import store_chunk_image
 from crm_bulk.ledger.payload import REPEAT_OF, decode_payload
 from crm_bulk.postgres import Conn, classify
 from crm_bulk.sqlfiles import query
@@ -55,8 +69,6 @@ _ID_STATEMENTS = {
     "add_tags": "add_tags_chunk",
     "remove_tags": "remove_tags_chunk",
 }
-_ID_RESULT = {"entity_id": pl.Int64, "email": pl.Utf8, "code": pl.Utf8, "mask": pl.Int32}
-_IMPORT_RESULT = {"row_no": pl.Int32, "entity_id": pl.Int64, "code": pl.Utf8, "mask": pl.Int32}
 _LOOKUP_RESULT = {"row_no": pl.Int32, "entity_id": pl.Int64, "own": pl.Int8}
 
 
@@ -139,14 +151,30 @@ def _apply_claimed(
     entities = decode_payload(chunk.payload)
     params = params_from_json(chunk.params_json)
     clock.lap("decode")
-    outcomes = _outcomes(
-        conn, chunk.action, params, entities, clock, account_id=chunk.account_id, job_id=job_id
-    )
+    if chunk.dry_run:
+        outcomes, image, sample = _dry_run(conn, chunk, params, entities, clock, job_id=job_id)
+    else:
+        outcomes, image = _outcomes(
+            conn, chunk.action, params, entities, clock, account_id=chunk.account_id, job_id=job_id
+        )
+        sample = None
     if outcomes.height != entities.height:
         raise PermanentError(f"{outcomes.height} outcomes for {entities.height} entities")
     counts = outcome_counts(outcomes)
     outbox = encode_outcomes(outcomes)
     clock.lap("outbox")
+    if image.height or sample is not None:
+        # A dry run changed nothing, so it keeps no image to revert; only its sample.
+        store_chunk_image(
+            conn,
+            job_id,
+            chunk_no,
+            account_id=chunk.account_id,
+            image_rows=0 if chunk.dry_run else image.height,
+            before_image=None if chunk.dry_run or not image.height else encode_image(image),
+            sample=None if sample is None else encode_image(sample),
+        )
+        clock.lap("image")
     duration_ms = clock.elapsed_ms()
     ledger.complete_chunk(
         conn,
@@ -171,6 +199,26 @@ def _apply_claimed(
     )
 
 
+def _dry_run(
+    conn: Conn,
+    chunk: ledger.ClaimedChunk,
+    params: ActionParams,
+    entities: pl.DataFrame,
+    clock: _Clock,
+    *,
+    job_id: UUID,
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The chunk's statement in a savepoint that is rolled back: its outcomes, image and preview sample."""
+    with conn.transaction() as savepoint:
+        outcomes, image = _outcomes(
+            conn, chunk.action, params, entities, clock, account_id=chunk.account_id, job_id=job_id
+        )
+        sample = dry_run_sample(conn, outcomes, image, account_id=chunk.account_id)
+        raise psycopg.Rollback(savepoint)
+    clock.lap("rollback")
+    return outcomes, image, sample
+
+
 def _outcomes(
     conn: Conn,
     action: str,
@@ -180,7 +228,12 @@ def _outcomes(
     *,
     account_id: int,
     job_id: UUID,
-) -> pl.DataFrame:
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The entities' outcomes (outbox columns) and the before-image of the rows the statement wrote."""
+    if action == "revert":
+        restored = restore_image(conn, entities, account_id=account_id)
+        clock.lap("statement")
+        return _finish(restored), before_image(restored)
     if action == "import":
         return _apply_import(
             conn,
@@ -195,7 +248,7 @@ def _outcomes(
 
 def _apply_to_ids(
     conn: Conn, action: str, params: ActionParams, entities: pl.DataFrame, clock: _Clock, *, account_id: int
-) -> pl.DataFrame:
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """update, delete, add_tags, remove_tags over a chunk of contact ids."""
     targets = entities.select(
         pl.int_range(pl.len(), dtype=pl.Int32).alias("row_no"),
@@ -204,7 +257,7 @@ def _apply_to_ids(
     statement_params, invalid = _id_statement_params(action, params, account_id=account_id)
     if invalid is not None:
         # The request's values are invalid for every contact alike.
-        return _finish(
+        failed = _finish(
             targets.with_columns(
                 email=pl.lit(None, dtype=pl.Utf8),
                 code=pl.when(pl.col("first"))
@@ -214,9 +267,10 @@ def _apply_to_ids(
                 mask=pl.lit(0, dtype=pl.Int32),
             )
         )
+        return failed, before_image(pl.DataFrame(schema=ID_RESULT))
     unique_ids = targets.filter(pl.col("first")).get_column("entity_id").to_numpy()
     clock.lap("checks")
-    result = pl.DataFrame(schema=_ID_RESULT)
+    result = pl.DataFrame(schema=ID_RESULT)
     if unique_ids.size:
         stage_ids(conn, unique_ids)
         clock.lap("stage")
@@ -234,8 +288,9 @@ def _apply_to_ids(
             .otherwise(pl.lit(None, dtype=pl.Utf8)),
         )
     )
+    image = before_image(result)
     clock.lap("outcomes")
-    return frame
+    return frame, image
 
 
 def _id_statement_params(
@@ -262,11 +317,11 @@ def _run_id_statement(conn: Conn, action: str, statement_params: dict[str, objec
     concurrent transaction committed the same email first (the re-run sees it: duplicate_email)."""
     statement = query("postgres", "contacts", _ID_STATEMENTS[action])
     if not statement_params.get("touch_email"):
-        return copy_out(conn, statement, statement_params, _ID_RESULT)
+        return copy_out(conn, statement, statement_params, ID_RESULT)
     for attempt in range(1, EMAIL_RACE_ATTEMPTS + 1):
         try:
             with conn.transaction():
-                return copy_out(conn, statement, statement_params, _ID_RESULT)
+                return copy_out(conn, statement, statement_params, ID_RESULT)
         except psycopg.errors.UniqueViolation:
             if attempt == EMAIL_RACE_ATTEMPTS:
                 raise
@@ -276,21 +331,24 @@ def _run_id_statement(conn: Conn, action: str, statement_params: dict[str, objec
 
 def _apply_import(
     conn: Conn, entities: pl.DataFrame, clock: _Clock, *, account_id: int, job_id: UUID, on_duplicate: str
-) -> pl.DataFrame:
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Insert new contacts; existing live emails are skipped or merged per `on_duplicate`."""
     records = check_records(entities)
     staged = records.filter(pl.col("code").is_null())
     clock.lap("checks")
-    result = pl.DataFrame(schema=_IMPORT_RESULT)
+    result = pl.DataFrame(schema=IMPORT_RESULT)
     statement_params = {"account_id": account_id, "job_id": job_id}
     if staged.height:
         stage_import(conn, staged)
         clock.lap("stage")
         name = "import_chunk_update" if on_duplicate == "update" else "import_chunk_skip"
-        result = copy_out(conn, query("postgres", "contacts", name), statement_params, _IMPORT_RESULT)
+        result = copy_out(conn, query("postgres", "contacts", name), statement_params, IMPORT_RESULT)
         result = _place_unresolved(conn, result, statement_params, on_duplicate)
         clock.lap("statement")
-    merged = records.join(result.rename({"code": "_code"}), on="row_no", how="left")
+    image = before_image(result)
+    merged = records.join(
+        result.select("row_no", "entity_id", pl.col("code").alias("_code"), "mask"), on="row_no", how="left"
+    )
     # A repeat within the chunk points at the contact its first occurrence became; a repeat of an earlier
     # chunk's record names that record (its contact is that record's outcome).
     first_ids = result.select(pl.col("row_no").alias("first_row"), pl.col("entity_id").alias("_first_id"))
@@ -308,7 +366,7 @@ def _apply_import(
     )
     frame = _finish(merged)
     clock.lap("outcomes")
-    return frame
+    return frame, image
 
 
 def _place_unresolved(
@@ -341,6 +399,7 @@ def _place_unresolved(
         pl.coalesce("entity_id", "_id").alias("entity_id"),
         pl.coalesce("code", "_found").alias("code"),
         "mask",
+        *IMAGE_RESULT_COLUMNS,
     )
 
 

@@ -32,6 +32,8 @@ class ClaimedChunk:
     account_id: int
     action: str
     params_json: str
+    # A dry run's chunk applies inside a savepoint that is rolled back (crm_bulk.apply.engine).
+    dry_run: bool = False
 
 
 def look_up_chunk(conn: Conn, job_id: UUID, chunk_no: int) -> ChunkLookup | None:
@@ -50,8 +52,10 @@ def claim_chunk(conn: Conn, job_id: UUID, chunk_no: int) -> ClaimedChunk | None:
     ).fetchone()
     if row is None:
         return None
-    state, payload, account_id, action, params_json = row
-    return ClaimedChunk(str(state), bytes(payload), int(account_id), str(action), str(params_json))
+    state, payload, account_id, action, params_json, dry_run = row
+    return ClaimedChunk(
+        str(state), bytes(payload), int(account_id), str(action), str(params_json), bool(dry_run)
+    )
 
 
 def complete_chunk(

@@ -18,6 +18,12 @@
 --
 -- changed-field bits (crm_bulk.apply.engine.CHANGE_BITS): email 1, phone 2, first_name 4, last_name 8,
 -- company 16, job_title 32, custom_fields 64, tags 128, deleted_at 256.
+--
+-- Every chunk statement also returns the chunk's before-image (crm_bulk.apply.images): for each row it wrote,
+-- `row_xmin` (the row version it left, the xmin of the written row), `image_mask` (the changed-field bits,
+-- plus 512 last_import_job and 1024 "inserted by this chunk") and `old_*`, the values it replaced (PG 18
+-- RETURNING old.*: no second lookup), as text (tags and custom_fields as JSON text). Rows it did not write return nulls there. A revert
+-- (restore_chunk) writes the old values back where the row still has `row_xmin`.
 
 -- name: create_id_stage
 CREATE TEMP TABLE IF NOT EXISTS chunk_stage_ids (id bigint NOT NULL) ON COMMIT DELETE ROWS
@@ -105,14 +111,27 @@ upd AS (
     WHERE c.id = ANY (ARRAY(SELECT d.id FROM decided AS d WHERE d.mask <> 0 AND NOT d.duplicate))
       -- Re-checked on the row version the update finally locks (a concurrent soft delete wins).
       AND coalesce(c.account_id = %(account_id)s AND c.deleted_at IS NULL, false)
-    RETURNING c.id, c.email
+    RETURNING c.id, c.email, c.xmin::text::bigint AS row_xmin,
+        CASE WHEN %(touch_email)s THEN old.email END AS old_email,
+        CASE WHEN %(touch_email)s THEN old.email_normalized END AS old_email_normalized,
+        CASE WHEN %(touch_phone)s THEN old.phone END AS old_phone,
+        CASE WHEN %(touch_phone)s THEN old.phone_e164 END AS old_phone_e164,
+        CASE WHEN %(touch_first_name)s THEN old.first_name END AS old_first_name,
+        CASE WHEN %(touch_last_name)s THEN old.last_name END AS old_last_name,
+        CASE WHEN %(touch_company)s THEN old.company END AS old_company,
+        CASE WHEN %(touch_job_title)s THEN old.job_title END AS old_job_title,
+        CASE WHEN %(touch_custom_fields)s THEN old.custom_fields::text END AS old_custom_fields
 )
 SELECT d.id, coalesce(u.email, d.email) AS email,
        CASE WHEN u.id IS NOT NULL THEN 'succeeded'
             WHEN d.duplicate THEN 'duplicate_email'
             WHEN d.mask = 0 THEN 'no_change'
             ELSE 'not_found' END AS code,
-       d.mask
+       d.mask,
+       u.row_xmin, CASE WHEN u.id IS NOT NULL THEN d.mask END AS image_mask,
+       u.old_email, u.old_email_normalized, u.old_phone, u.old_phone_e164, u.old_first_name, u.old_last_name,
+       u.old_company, u.old_job_title, NULL AS old_tags, u.old_custom_fields, NULL AS old_deleted_at,
+       NULL AS old_last_import_job
 FROM decided AS d
 LEFT JOIN upd AS u ON u.id = d.id
 
@@ -122,7 +141,9 @@ UPDATE contacts AS c
 SET deleted_at = now(), updated_at = now()
 WHERE c.id = ANY (ARRAY(SELECT s.id FROM chunk_stage_ids AS s))
   AND coalesce(c.account_id = %(account_id)s AND c.deleted_at IS NULL, false)
-RETURNING c.id, c.email, 'succeeded' AS code, 256 AS mask
+RETURNING c.id, c.email, 'succeeded' AS code, 256 AS mask,
+    c.xmin::text::bigint AS row_xmin, 256 AS image_mask, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    NULL, old.deleted_at::text AS old_deleted_at, NULL
 
 -- name: add_tags_chunk
 -- Tags are a sorted (byte order), duplicate-free set; a contact already holding every tag is no_change.
@@ -141,11 +162,13 @@ upd AS (
         updated_at = now()
     WHERE c.id = ANY (ARRAY(SELECT cur.id FROM cur WHERE cur.changes))
       AND coalesce(c.account_id = %(account_id)s AND c.deleted_at IS NULL, false)
-    RETURNING c.id, c.email
+    RETURNING c.id, c.email, c.xmin::text::bigint AS row_xmin, to_jsonb(old.tags)::text AS old_tags
 )
 SELECT cur.id, coalesce(u.email, cur.email) AS email,
        CASE WHEN u.id IS NOT NULL THEN 'succeeded' WHEN cur.changes THEN 'not_found' ELSE 'no_change' END AS code,
-       CASE WHEN u.id IS NOT NULL THEN 128 ELSE 0 END AS mask
+       CASE WHEN u.id IS NOT NULL THEN 128 ELSE 0 END AS mask,
+       u.row_xmin, CASE WHEN u.id IS NOT NULL THEN 128 END AS image_mask,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, u.old_tags, NULL, NULL, NULL
 FROM cur
 LEFT JOIN upd AS u ON u.id = cur.id
 
@@ -167,11 +190,13 @@ upd AS (
         updated_at = now()
     WHERE c.id = ANY (ARRAY(SELECT cur.id FROM cur WHERE cur.changes))
       AND coalesce(c.account_id = %(account_id)s AND c.deleted_at IS NULL, false)
-    RETURNING c.id, c.email
+    RETURNING c.id, c.email, c.xmin::text::bigint AS row_xmin, to_jsonb(old.tags)::text AS old_tags
 )
 SELECT cur.id, coalesce(u.email, cur.email) AS email,
        CASE WHEN u.id IS NOT NULL THEN 'succeeded' WHEN cur.changes THEN 'not_found' ELSE 'no_change' END AS code,
-       CASE WHEN u.id IS NOT NULL THEN 128 ELSE 0 END AS mask
+       CASE WHEN u.id IS NOT NULL THEN 128 ELSE 0 END AS mask,
+       u.row_xmin, CASE WHEN u.id IS NOT NULL THEN 128 END AS image_mask,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, u.old_tags, NULL, NULL, NULL
 FROM cur
 LEFT JOIN upd AS u ON u.id = cur.id
 
@@ -187,13 +212,15 @@ WITH ins AS (
     FROM chunk_stage_import AS s
     ORDER BY s.email_normalized
     ON CONFLICT (account_id, email_normalized) WHERE deleted_at IS NULL DO NOTHING
-    RETURNING c.id, c.email_normalized
+    RETURNING c.id, c.email_normalized, c.xmin::text::bigint AS row_xmin
 )
 SELECT s.row_no, coalesce(ins.id, e.id) AS entity_id,
        CASE WHEN ins.id IS NOT NULL THEN 'succeeded'
             WHEN e.last_import_job = %(job_id)s::uuid THEN 'duplicate_in_input'
             WHEN e.id IS NOT NULL THEN 'duplicate_email' END AS code,
-       0 AS mask
+       0 AS mask,
+       ins.row_xmin, CASE WHEN ins.id IS NOT NULL THEN 1024 END AS image_mask,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 FROM chunk_stage_import AS s
 LEFT JOIN ins ON ins.email_normalized = s.email_normalized
 -- Only rows that were not inserted look for the existing contact (statement snapshot: the old row).
@@ -249,13 +276,21 @@ WITH ins AS (
           + CASE WHEN old.job_title IS DISTINCT FROM c.job_title THEN 32 ELSE 0 END
           + CASE WHEN old.custom_fields <> c.custom_fields THEN 64 ELSE 0 END
           + CASE WHEN old.tags IS DISTINCT FROM c.tags THEN 128 ELSE 0 END
-        END AS mask
+        END AS mask,
+        c.xmin::text::bigint AS row_xmin, old.id IS NULL AS inserted,
+        old.phone AS old_phone, old.phone_e164 AS old_phone_e164, old.first_name AS old_first_name,
+        old.last_name AS old_last_name, old.company AS old_company, old.job_title AS old_job_title,
+        to_jsonb(old.tags)::text AS old_tags, old.custom_fields::text AS old_custom_fields,
+        old.last_import_job::text AS old_last_import_job
 )
 SELECT s.row_no, coalesce(ins.id, e.id) AS entity_id,
        CASE WHEN ins.id IS NOT NULL THEN 'succeeded'
             WHEN e.last_import_job = %(job_id)s::uuid THEN 'duplicate_in_input'
             WHEN e.id IS NOT NULL THEN 'no_change' END AS code,
-       coalesce(ins.mask, 0) AS mask
+       coalesce(ins.mask, 0) AS mask,
+       ins.row_xmin, CASE WHEN ins.inserted THEN 1024 WHEN ins.id IS NOT NULL THEN ins.mask + 512 END AS image_mask,
+       NULL, NULL, ins.old_phone, ins.old_phone_e164, ins.old_first_name, ins.old_last_name, ins.old_company,
+       ins.old_job_title, ins.old_tags, ins.old_custom_fields, NULL, ins.old_last_import_job
 FROM chunk_stage_import AS s
 LEFT JOIN ins ON ins.email_normalized = s.email_normalized
 -- Only rows neither inserted nor updated look for the existing contact (statement snapshot: the old row).
@@ -281,3 +316,120 @@ CROSS JOIN LATERAL (
     LIMIT 1
 ) AS c
 WHERE s.row_no = ANY (%(row_nos)s::integer[])
+
+-- name: create_restore_stage
+-- A before-image (crm_bulk.apply.images.IMAGE_COLUMNS) staged for restore_chunk.
+CREATE TEMP TABLE IF NOT EXISTS chunk_stage_restore (
+    entity_id        bigint  NOT NULL,
+    row_xmin         xid     NOT NULL,
+    image_mask       integer NOT NULL,
+    email            text,
+    email_normalized text    COLLATE "C",
+    phone            text,
+    phone_e164       text    COLLATE "C",
+    first_name       text,
+    last_name        text,
+    company          text,
+    job_title        text,
+    -- A JSON array (the before-image keeps tags as JSON text, like custom_fields).
+    tags             jsonb,
+    custom_fields    jsonb,
+    deleted_at       timestamptz,
+    last_import_job  uuid
+) ON COMMIT DELETE ROWS
+
+-- name: clear_restore_stage
+DELETE FROM chunk_stage_restore
+
+-- name: copy_restore_stage
+COPY chunk_stage_restore (entity_id, row_xmin, image_mask, email, email_normalized, phone, phone_e164,
+                          first_name, last_name, company, job_title, tags, custom_fields, deleted_at,
+                          last_import_job) FROM STDIN (FORMAT CSV)
+
+-- name: restore_chunk
+-- A revert: write a before-image back. Only rows still at the version the job left (`xmin = row_xmin`) are
+-- restored; any other write since makes the row `changed_since`, re-checked on the version the update
+-- locks. Bits of image_mask restore their fields; 1024 (inserted by an import) soft-deletes the row.
+-- A restore that makes an email live again (restoring it, or un-deleting) is `duplicate_email` when another
+-- live contact of the account holds it now; within the chunk the lowest id wins. The statement returns its
+-- own before-image, so a revert can be reverted.
+WITH cur AS (
+    SELECT s.*, c.id AS found_id, c.email AS current_email, c.xmin = s.row_xmin AS same,
+           CASE WHEN s.image_mask & 1 <> 0 THEN s.email_normalized ELSE c.email_normalized END AS target_email,
+           CASE WHEN s.image_mask & 1024 <> 0 THEN false
+                WHEN s.image_mask & 256 <> 0 THEN s.deleted_at IS NULL
+                ELSE c.deleted_at IS NULL END
+           AND (s.image_mask & 1 <> 0 OR (s.image_mask & 256 <> 0 AND c.deleted_at IS NOT NULL)) AS claims_email
+    FROM chunk_stage_restore AS s
+    LEFT JOIN LATERAL (
+        SELECT x.id, x.email, x.email_normalized, x.deleted_at, x.xmin FROM contacts AS x
+        WHERE x.id = s.entity_id AND coalesce(x.account_id = %(account_id)s, false)
+        LIMIT 1
+    ) AS c ON true
+),
+claims AS (
+    SELECT cur.*,
+           min(cur.entity_id) FILTER (WHERE cur.same AND cur.claims_email)
+               OVER (PARTITION BY cur.target_email) AS first_claim
+    FROM cur
+),
+decided AS (
+    SELECT claims.*,
+           CASE WHEN claims.found_id IS NULL THEN 'not_found'
+                WHEN NOT claims.same THEN 'changed_since'
+                WHEN claims.claims_email
+                     AND (claims.entity_id <> claims.first_claim
+                          OR EXISTS (SELECT 1 FROM contacts AS o
+                                     WHERE o.email_normalized = claims.target_email AND o.deleted_at IS NULL
+                                       AND coalesce(o.account_id = %(account_id)s, false)
+                                       AND o.id <> claims.entity_id))
+                THEN 'duplicate_email' END AS verdict
+    FROM claims
+),
+upd AS (
+    UPDATE contacts AS c
+    SET email = CASE WHEN d.image_mask & 1 <> 0 THEN d.email ELSE c.email END,
+        email_normalized = CASE WHEN d.image_mask & 1 <> 0 THEN d.email_normalized ELSE c.email_normalized END,
+        phone = CASE WHEN d.image_mask & 2 <> 0 THEN d.phone ELSE c.phone END,
+        phone_e164 = CASE WHEN d.image_mask & 2 <> 0 THEN d.phone_e164 ELSE c.phone_e164 END,
+        first_name = CASE WHEN d.image_mask & 4 <> 0 THEN d.first_name ELSE c.first_name END,
+        last_name = CASE WHEN d.image_mask & 8 <> 0 THEN d.last_name ELSE c.last_name END,
+        company = CASE WHEN d.image_mask & 16 <> 0 THEN d.company ELSE c.company END,
+        job_title = CASE WHEN d.image_mask & 32 <> 0 THEN d.job_title ELSE c.job_title END,
+        custom_fields = CASE WHEN d.image_mask & 64 <> 0 THEN d.custom_fields ELSE c.custom_fields END,
+        tags = CASE WHEN d.image_mask & 128 <> 0 THEN ARRAY(SELECT jsonb_array_elements_text(d.tags)) ELSE c.tags END,
+        deleted_at = CASE WHEN d.image_mask & 1024 <> 0 THEN now()
+                          WHEN d.image_mask & 256 <> 0 THEN d.deleted_at
+                          ELSE c.deleted_at END,
+        last_import_job = CASE WHEN d.image_mask & 512 <> 0 THEN d.last_import_job ELSE c.last_import_job END,
+        updated_at = now()
+    FROM decided AS d
+    WHERE c.id = ANY (ARRAY(SELECT e.entity_id FROM decided AS e WHERE e.verdict IS NULL))
+      AND d.entity_id = c.id AND d.verdict IS NULL
+      AND c.xmin = d.row_xmin
+      AND coalesce(c.account_id = %(account_id)s, false)
+    RETURNING c.id, c.email, c.xmin::text::bigint AS row_xmin,
+        (d.image_mask & 255) | CASE WHEN d.image_mask & 1280 <> 0 THEN 256 ELSE 0 END
+            | (d.image_mask & 512) AS image_mask,
+        CASE WHEN d.image_mask & 1 <> 0 THEN old.email END AS old_email,
+        CASE WHEN d.image_mask & 1 <> 0 THEN old.email_normalized END AS old_email_normalized,
+        CASE WHEN d.image_mask & 2 <> 0 THEN old.phone END AS old_phone,
+        CASE WHEN d.image_mask & 2 <> 0 THEN old.phone_e164 END AS old_phone_e164,
+        CASE WHEN d.image_mask & 4 <> 0 THEN old.first_name END AS old_first_name,
+        CASE WHEN d.image_mask & 8 <> 0 THEN old.last_name END AS old_last_name,
+        CASE WHEN d.image_mask & 16 <> 0 THEN old.company END AS old_company,
+        CASE WHEN d.image_mask & 32 <> 0 THEN old.job_title END AS old_job_title,
+        CASE WHEN d.image_mask & 128 <> 0 THEN to_jsonb(old.tags)::text END AS old_tags,
+        CASE WHEN d.image_mask & 64 <> 0 THEN old.custom_fields::text END AS old_custom_fields,
+        CASE WHEN d.image_mask & 1280 <> 0 THEN old.deleted_at::text END AS old_deleted_at,
+        CASE WHEN d.image_mask & 512 <> 0 THEN old.last_import_job::text END AS old_last_import_job
+)
+SELECT d.entity_id, coalesce(u.email, d.current_email) AS email,
+       CASE WHEN u.id IS NOT NULL THEN 'succeeded' WHEN d.verdict IS NOT NULL THEN d.verdict
+            ELSE 'changed_since' END AS code,
+       CASE WHEN u.id IS NOT NULL THEN u.image_mask & 511 ELSE 0 END AS mask,
+       u.row_xmin, u.image_mask, u.old_email, u.old_email_normalized, u.old_phone, u.old_phone_e164,
+       u.old_first_name, u.old_last_name, u.old_company, u.old_job_title, u.old_tags, u.old_custom_fields,
+       u.old_deleted_at, u.old_last_import_job
+FROM decided AS d
+LEFT JOIN upd AS u ON u.id = d.entity_id

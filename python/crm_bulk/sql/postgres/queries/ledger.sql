@@ -94,7 +94,7 @@ RETURNING deliveries
 
 -- name: lock_chunk
 -- The row lock serialises concurrent applies of one chunk: the second waits, then sees the first's state.
-SELECT c.state, c.payload, c.account_id, j.action, j.params::text
+SELECT c.state, c.payload, c.account_id, j.action, j.params::text, j.dry_run
 FROM bulk_action_chunks AS c
 JOIN bulk_actions AS j ON j.id = c.job_id
 WHERE c.job_id = %(job_id)s AND c.chunk_no = %(chunk_no)s
