@@ -37,6 +37,8 @@ CODE_OUTCOME: dict[str, str] = {
     "no_change": "skipped",
     "duplicate_email": "skipped",
     "duplicate_in_input": "skipped",
+    # A revert leaves a contact that changed after the job wrote it (crm_bulk.apply.restore).
+    "changed_since": "skipped",
     "cancelled": "skipped",
     "invalid_email": "failed",
     "invalid_phone": "failed",
