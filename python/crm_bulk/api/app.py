@@ -20,11 +20,15 @@ from litestar.openapi.plugins import (
 )
 from litestar.openapi.spec import Components, SecurityScheme, Tag
 
-from crm_bulk.api import dependencies, health, observability, problems, ratelimiting, security
+from crm_bulk.api import dependencies, health, observability, problems, query_params, ratelimiting, security
 from crm_bulk.api.controllers.accounts import AccountController
 from crm_bulk.api.controllers.auth import AuthController
 from crm_bulk.api.controllers.bulk_actions import BulkActionController
 from crm_bulk.api.controllers.contacts import ContactController
+from crm_bulk.api.controllers.events import EventController, progress_hub_for
+from crm_bulk.api.controllers.results import ResultController
+from crm_bulk.api.controllers.webhooks import WebhookController
+from crm_bulk.api.request_schemas import RequestBodySchemaPlugin
 from crm_bulk.api.resources import Resources
 from crm_bulk.errors import CrmBulkError
 from crm_bulk.settings import Settings
@@ -64,6 +68,7 @@ def _openapi_config() -> OpenAPIConfig:
             Tag(name="accounts", description="The caller's account, limits and members"),
             Tag(name="contacts", description="Contacts, one at a time or listed with filters"),
             Tag(name="bulk-actions", description="Bulk jobs over contacts, their progress and logs"),
+            Tag(name="webhooks", description="Completion webhooks, their delivery log and redelivery"),
             Tag(name="operations", description="Health, readiness and metrics"),
         ],
     )
@@ -112,12 +117,17 @@ def create_app(settings: Settings) -> Litestar:
             AccountController,
             ContactController,
             BulkActionController,
+            ResultController,
+            WebhookController,
+            EventController,
         ],
         dependencies={
             "resources": Provide(dependencies.provide_resources, sync_to_thread=False),
             "principal": Provide(security.provide_principal, sync_to_thread=False),
             "conn": Provide(dependencies.provide_connection),
         },
+        # After authentication, before each route's own guards: an undeclared query parameter answers 422.
+        guards=[query_params.QueryParameterGuard()],
         middleware=[
             observability.RequestTimingMiddleware(),
             security.authentication_middleware(),
@@ -125,9 +135,10 @@ def create_app(settings: Settings) -> Litestar:
         ],
         exception_handlers=problems.EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_send=[observability.finish_response],
-        state=State({"resources": resources}),
+        state=State({"resources": resources, "progress_hub": progress_hub_for(resources)}),
         lifespan=[lifespan],
         openapi_config=_openapi_config(),
+        plugins=[RequestBodySchemaPlugin()],
         request_max_body_size=settings.max_body_bytes,
         debug=False,
     )

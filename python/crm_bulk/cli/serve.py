@@ -1,4 +1,5 @@
-"""Commands that run the platform: `migrate`, `api`, `worker`, `scheduler` and the all-in-one `up`."""
+"""Commands that run the platform: `migrate`, `api`, `worker`, `scheduler`, `webhooks` and the all-in-one
+`up`."""
 
 from __future__ import annotations
 
@@ -106,18 +107,37 @@ def scheduler() -> None:
 
 
 @main.command()
+@friendly_errors
+def webhooks() -> None:
+    """Deliver completion webhooks: signed, retried on the schedule, several deliverers side by side."""
+    from crm_bulk.deployment import running_database
+    from crm_bulk.webhooks.deliverer import run_deliverer
+
+    with running_database(load_settings(), start=False) as settings:
+        require_database(settings.postgres_dsn)
+        stop = threading.Event()
+        restore = _stop_on_signals(stop)
+        try:
+            run_deliverer(settings, stop)
+        finally:
+            _restore_signals(restore)
+
+
+@main.command()
 @click.option(
     "--processes", type=click.IntRange(min=1), default=None, help="Worker processes (default: setting)."
 )
 @friendly_errors
 def up(processes: int | None) -> None:
-    """Embedded all-in-one: start or attach PostgreSQL, migrate, run workers and scheduler, serve the API.
+    """Embedded all-in-one: start or attach PostgreSQL, migrate, run workers, scheduler and the webhook
+    deliverer, serve the API.
 
     Ctrl-C stops the API, drains the workers, stops the scheduler and the PostgreSQL this command started.
     """
     from crm_bulk.deployment import running_database
     from crm_bulk.dispatch.scheduler import run_scheduler
     from crm_bulk.store.migrate import migrate as apply_migrations
+    from crm_bulk.webhooks.deliverer import run_deliverer
     from crm_bulk.worker.pool import run_worker_pool
 
     with running_database(load_settings(), start=True) as settings:
@@ -136,6 +156,7 @@ def up(processes: int | None) -> None:
                 args=(settings, stop),
                 name="crm-bulk-scheduler",
             ),
+            threading.Thread(target=run_deliverer, args=(settings, stop), name="crm-bulk-webhooks"),
         ]
         for thread in background:
             thread.start()
