@@ -64,6 +64,14 @@ class ValidationError(PermanentError):
         self.code = code
 
 
+class PayloadTooLargeError(PermanentError):
+    """A request body over a size bound (HTTP 413); `setting` names the variable that sets the bound."""
+
+    def __init__(self, message: str, *, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
 class NotFoundError(PermanentError):
     """The entity does not exist in the caller's account (other accounts' ids included)."""
 

@@ -33,6 +33,8 @@ DEFAULT_CHUNK_SIZE = 5000
 # (anyio's limit is 40), and beyond this many they queue for a connection instead of piling onto PostgreSQL.
 # Upload caps are checked against it.
 API_POOL_SIZE = 12
+# Largest XLSX import: calamine holds the whole sheet in memory (benchmarks/xlsx_memory.py measures it).
+XLSX_DEFAULT_BYTES = 64 * 1024**2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +98,13 @@ class Settings:
     )
     worker_processes: int = field(default=2, metadata=_doc("Worker processes started by `up` and `worker`."))
     chunk_size: int = field(default=DEFAULT_CHUNK_SIZE, metadata=_doc("Entities per chunk."))
+    before_image_retention_days: int = field(
+        default=30,
+        metadata=_doc(
+            "Days each applied chunk keeps the before-image of what it changed; a job can be reverted until "
+            "then. The scheduler purges older images."
+        ),
+    )
     kafka_partitions: int = field(default=6, metadata=_doc("Partitions of the `crm-bulk.chunks` topic."))
     retry_attempts: int = field(default=3, metadata=_doc("Attempts for a chunk that fails transiently."))
     retry_wait_seconds: float = field(default=1.0, metadata=_doc("Fixed wait between attempts."))
@@ -154,6 +163,13 @@ class Settings:
         default=4 * 1024**3,
         metadata=_doc(
             "Largest streamed import (CSV or NDJSON body); a larger one answers 413, leaving nothing."
+        ),
+    )
+    max_xlsx_bytes: int = field(
+        default=XLSX_DEFAULT_BYTES,
+        metadata=_doc(
+            "Largest XLSX import or preview: a workbook is spooled to a temporary file and its sheet read "
+            "whole, so this bounds the API's memory for it; a larger one answers 413."
         ),
     )
     upload_idle_timeout_seconds: float = field(
@@ -448,11 +464,13 @@ class Settings:
         for name in (
             "worker_processes",
             "chunk_size",
+            "before_image_retention_days",
             "kafka_partitions",
             "retry_attempts",
             "poison_delivery_cap",
             "jwt_ttl_seconds",
             "max_upload_bytes",
+            "max_xlsx_bytes",
         ):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(env_name(name), "must be at least 1")

@@ -9,8 +9,10 @@ import json
 import polars as pl
 import pytest
 
-from crm_bulk.api.uploads import CsvParser, NdjsonParser, Rechunker, parser_for
+from crm_bulk.api.uploads import NdjsonParser, Rechunker, parser_for
 from crm_bulk.errors import ValidationError
+from crm_bulk.imports import DelimitedParser as CsvParser
+from crm_bulk.imports import XlsxParser
 
 
 def _feed(parser: CsvParser | NdjsonParser, data: bytes, piece: int) -> pl.DataFrame:
@@ -88,11 +90,11 @@ def test_a_bom_and_a_custom_fields_json_column_are_understood() -> None:
     [
         (b"", "empty"),
         (b"first_name\nAda\n", "missing"),
-        (b"email,nickname\na@x.com,A\n", "unknown_field"),
         (b"email,email\na@x.com,b@x.com\n", "duplicate_column"),
         (b"email,custom_fields,custom_fields.a\nx,{},1\n", "conflict"),
-        (b"email,first_name\na@x.com,A,B\n", "malformed_csv"),
-        (b"email\n\xff\n", "malformed_csv"),
+        (b"email,first_name\na@x.com,A,B\n", "ragged_row"),
+        (b"email,first_name\na@x.com\n", "ragged_row"),
+        (b"email\n\xff\n", "undecodable"),
         (b'email\n"never closed\n', "malformed_csv"),
     ],
 )
@@ -105,7 +107,7 @@ def test_bad_csv_raises_validation_errors(data: bytes, code: str) -> None:
 def test_an_unclosed_quote_is_refused_before_it_is_buffered_without_end(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("crm_bulk.api.uploads.MAX_RECORD_BYTES", 1000)
+    monkeypatch.setattr("crm_bulk.imports.csv_records.MAX_RECORD_BYTES", 1000)
     parser = CsvParser(batch_bytes=100)
     parser.feed(b'email,first_name\na@x.com,"')
     with pytest.raises(ValidationError) as caught:
@@ -149,12 +151,13 @@ def test_bad_ndjson_raises_validation_errors(data: bytes, code: str) -> None:
         ("text/csv", CsvParser),
         ("text/csv; charset=utf-8", CsvParser),
         ("Application/X-NDJSON", NdjsonParser),
+        ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", XlsxParser),
         ("application/json", type(None)),
         ("", type(None)),
     ],
 )
 def test_parser_follows_the_content_type(content_type: str, kind: type) -> None:
-    assert isinstance(parser_for(content_type), kind)
+    assert isinstance(parser_for(content_type, max_xlsx_bytes=1 << 20), kind)
 
 
 @pytest.mark.parametrize("sizes", [[3, 4, 5], [12], [1] * 12, [11, 1], [0, 12]])
@@ -179,8 +182,8 @@ READER_WORDS = ("schema", "series", "dtype", "expectednull", "json value", "pola
 @pytest.mark.parametrize(
     ("parser", "data", "reason"),
     [
-        (CsvParser, b"email,first_name\na@x.com,A,B\n", "a row has more fields than the header"),
-        (CsvParser, b"email\nok@x.com\n\xff\n", "the file is not UTF-8 text"),
+        (CsvParser, b"email,first_name\na@x.com,A,B\n", "line 2: 3 fields where the header has 2"),
+        (CsvParser, b"email\nok@x.com\n\xff\n", "line 3, column 1: byte 0xff cannot be read as utf-8"),
         (CsvParser, b'email\n"never closed\n', "a quoted field is never closed"),
         (NdjsonParser, b'{"email": "a@x.com", "tags": "vip"}\n', "`tags` must be a list of strings"),
         (NdjsonParser, b'{"email": "a@x.com"}\n{"email": "b@x.com", "tags": {"a": 1}}\n', "`tags` must be"),

@@ -31,9 +31,10 @@ import polars as pl
 from crm_bulk import kernels, ledger, metrics
 from crm_bulk.actions.specs import BulkActionRequest, spec_json
 from crm_bulk.api.resources import Resources
-from crm_bulk.api.uploads import Rechunker, RecordParser
+from crm_bulk.api.uploads import Rechunker
 from crm_bulk.auth.accounts import Principal
 from crm_bulk.errors import ValidationError
+from crm_bulk.imports import ImportOptions, RecordStream
 from crm_bulk.jobs import repository as jobs
 from crm_bulk.jobs.repository import Job
 from crm_bulk.planner import append_import_chunk, discard_import, finish_import
@@ -54,16 +55,17 @@ class ImportSession:
         resources: Resources,
         principal: Principal,
         spec: BulkActionRequest,
-        parser: RecordParser,
+        parser: RecordStream,
         *,
         idempotency_key: str | None = None,
+        options: ImportOptions | None = None,
     ) -> None:
         self._resources = resources
         self._principal = principal
         self._spec = spec
         self._parser = parser
         self._idempotency_key = idempotency_key
-        self._digest = upload_digest(spec)
+        self._digest = upload_digest(spec, options)
         self._chunk_size = resources.settings.chunk_size
         self._rechunker = Rechunker(self._chunk_size)
         self._seen = kernels.SeenKeys()
@@ -83,12 +85,14 @@ class ImportSession:
 
     def finish(self) -> Job:
         """Store the rest and turn the upload into a planned, runnable job in one step; that job."""
-        frames = self._rechunker.push(self._parser.finish())
+        # Frames of the rest may come lazily (a workbook read only now): stored as they complete chunks.
+        for frame in self._parser.finish():
+            frames = self._rechunker.push([frame])
+            if frames:
+                self._store(frames)
         last = self._rechunker.finish()
         if last is not None:
-            frames.append(last)
-        if frames:
-            self._store(frames)
+            self._store([last])
         if self._job is None:
             raise ValidationError("the upload holds no records", field="body", code="empty")
         job = self._resources.in_transaction(self._close, self._job.id, self._digest.hexdigest())
@@ -122,6 +126,7 @@ class ImportSession:
                 idempotency_key=self._idempotency_key,
                 request_hash=None if self._idempotency_key is None else jobs.PENDING_REQUEST_HASH,
                 uploading=True,
+                mapping_used=self._parser.mapping_used,
             )
         for frame in frames:
             append_import_chunk(conn, job.id, frame, seen=self._seen, chunk_size=self._chunk_size)
@@ -135,6 +140,10 @@ class ImportSession:
         return jobs.get_job(conn, self._principal.account_id, job_id)
 
 
-def upload_digest(spec: BulkActionRequest) -> Any:
-    """The running hash an upload's Idempotency-Key is checked against: its parameters, then its body."""
-    return hashlib.sha256(spec_json(spec))
+def upload_digest(spec: BulkActionRequest, options: ImportOptions | None = None) -> Any:
+    """The running hash an upload's Idempotency-Key is checked against: its parameters (the file options
+    too, when any is set), then its body."""
+    digest = hashlib.sha256(spec_json(spec))
+    if options is not None and options != ImportOptions():
+        digest.update(options.digest_bytes())
+    return digest

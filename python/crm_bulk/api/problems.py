@@ -25,6 +25,7 @@ from crm_bulk.errors import (
     ConflictError,
     CrmBulkError,
     NotFoundError,
+    PayloadTooLargeError,
     ValidationError,
 )
 
@@ -125,6 +126,7 @@ _MESSAGE_CODES: tuple[tuple[str, str], ...] = (
     ("Object missing required field", "required"),
     ("Object contains unknown field", "unknown_field"),
     ("Invalid enum value", "invalid_value"),
+    ("Unknown query parameter", "unknown_parameter"),
 )
 _EXPECTED_CODES: tuple[tuple[str, str], ...] = (
     ("got `", "invalid_type"),
@@ -158,11 +160,19 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
     return problem_response(request, status, detail=detail, headers=exc.headers)
 
 
+# Errors whose problem is their status, kind and message alone.
+_PLAIN_ERRORS: tuple[tuple[type[CrmBulkError], tuple[int, str]], ...] = (
+    (NotFoundError, (404, "not-found")),
+    (PayloadTooLargeError, (413, "too-large")),
+)
+
+
 def _domain_error(request: Request[Any, Any, Any], exc: CrmBulkError) -> Response[Problem]:
     if isinstance(exc, ValidationError):
         return _validation_error(request, exc)
-    if isinstance(exc, NotFoundError):
-        return problem_response(request, 404, kind="not-found", detail=str(exc))
+    for error, (status, kind) in _PLAIN_ERRORS:
+        if isinstance(exc, error):
+            return problem_response(request, status, kind=kind, detail=str(exc))
     if isinstance(exc, ConflictError):
         return problem_response(request, 409, kind="conflict", detail=str(exc), existing_id=exc.existing_id)
     if isinstance(exc, AuthenticationError):

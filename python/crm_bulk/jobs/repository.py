@@ -59,6 +59,8 @@ class Job(msgspec.Struct, kw_only=True):
     # A dry run applies nothing; `source_id` names the job this one derives from (promotion, revert, retry).
     dry_run: bool = False
     source_id: UUID | None = None
+    # A file import's columns: header → field, `custom_fields.<key>`, or "" for a column left out.
+    mapping_used: dict[str, str] | None = None
 
 
 class JobPage(msgspec.Struct, kw_only=True):
@@ -78,6 +80,7 @@ def create_job(
     request_hash: str | None = None,
     uploading: bool = False,
     source_id: UUID | None = None,
+    mapping_used: dict[str, str] | None = None,
 ) -> Job:
     """Store a validated request as a new job: `scheduled` when `scheduled_for` is in the future, else
     `queued`; not yet planned. The same idempotency key with the same request (hash) within 24 hours
@@ -104,6 +107,7 @@ def create_job(
         "uploading": uploading,
         "dry_run": request.dry_run,
         "source_id": source_id,
+        "mapping_used": None if mapping_used is None else msgspec.json.encode(mapping_used).decode(),
     }
     with conn.transaction():
         if idempotency_key is not None:
@@ -132,6 +136,15 @@ def get_job(conn: Conn, account_id: int, job_id: UUID | str) -> Job:
     if row is None:
         raise NotFoundError(f"bulk action {job_id} not found")
     return _job(row)
+
+
+def get_jobs(conn: Conn, watched: list[tuple[int, UUID]]) -> dict[UUID, Job]:
+    """Several jobs in one query, each scoped by its `(account_id, job_id)`; missing ones are left out."""
+    rows = conn.execute(
+        query("postgres", "progress", "jobs_by_account_and_id"),
+        {"account_ids": [a for a, _ in watched], "job_ids": [j for _, j in watched]},
+    ).fetchall()
+    return {job.id: job for job in map(_job, rows)}
 
 
 def list_jobs(
@@ -212,6 +225,7 @@ def _job(row: tuple[Any, ...]) -> Job:
         created_by,
         dry_run,
         source_id,
+        mapping_used,
         now,
     ) = row
     done = succeeded + failed + skipped + cancelled
@@ -245,6 +259,7 @@ def _job(row: tuple[Any, ...]) -> Job:
         created_by=created_by,
         dry_run=dry_run,
         source_id=source_id,
+        mapping_used=mapping_used,
     )
 
 

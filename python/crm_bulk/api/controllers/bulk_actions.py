@@ -17,6 +17,7 @@ from litestar.response import Stream
 
 from crm_bulk.actions.specs import BulkActionRequest
 from crm_bulk.api.dependencies import Connection, provide_autocommit_connection
+from crm_bulk.api.import_params import provide_import_options
 from crm_bulk.api.import_session import ImportSession, upload_digest
 from crm_bulk.api.openapi_extras import ErrorsOperation, ImportUploadOperation
 from crm_bulk.api.problems import AUTHENTICATED, problem_responses
@@ -28,6 +29,7 @@ from crm_bulk.entitylog.export import csv_bytes
 from crm_bulk.entitylog.store import MAX_LOG_LIMIT
 from crm_bulk.entitylog.views import ErrorReport, JobStats, LogPage
 from crm_bulk.errors import ConflictError
+from crm_bulk.imports import ImportOptions
 from crm_bulk.jobs import repository as jobs
 from crm_bulk.jobs.control import cancel_job
 from crm_bulk.jobs.repository import Job, JobPage
@@ -39,6 +41,10 @@ JobStatus = Literal[
 ]
 Outcome = Literal["succeeded", "failed", "skipped"]
 ERROR_CSV_BATCH = 50_000
+UPLOAD_TYPES = (
+    "send Content-Type: text/csv, application/x-ndjson or "
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+)
 
 
 async def _limited(request: Request[Any, Any, Any], limit: int, idle_timeout: float) -> AsyncIterator[bytes]:
@@ -77,9 +83,11 @@ async def _same_upload_again(
     limits: tuple[int, float],
     job: Job,
     stored_hash: str,
+    *,
+    options: ImportOptions | None = None,
 ) -> Job:
     """The job an earlier upload with this key made, if this upload is the same (parameters and body)."""
-    digest = upload_digest(spec)
+    digest = upload_digest(spec, options)
     async for piece in _limited(request, *limits):
         digest.update(piece)
     if digest.hexdigest() != stored_hash:
@@ -159,9 +167,10 @@ class BulkActionController(Controller):
         guards=[editor],
         status_code=202,
         request_max_body_size=None,
-        summary="Import contacts from a streamed CSV or NDJSON upload",
+        summary="Import contacts from a streamed CSV, NDJSON or XLSX upload",
         operation_class=ImportUploadOperation,
         responses=problem_responses(400, 401, 403, 408, 409, 413, 415, 422, 429, 503),
+        dependencies={"import_options": Provide(provide_import_options, sync_to_thread=False)},
     )
     async def import_upload(
         self,
@@ -169,6 +178,7 @@ class BulkActionController(Controller):
         *,
         principal: NamedDependency[Principal],
         resources: NamedDependency[Resources],
+        import_options: NamedDependency[ImportOptions],
         on_duplicate: Annotated[
             Literal["skip", "update"], QueryParameter(description="What a row whose email exists does")
         ] = "skip",
@@ -183,9 +193,13 @@ class BulkActionController(Controller):
         upload with the same Idempotency-Key is read (to compare it) but not stored again. A client that sends
         nothing for CRM_BULK_UPLOAD_IDLE_TIMEOUT_SECONDS gets 408, also leaving nothing; more uploads in
         progress than CRM_BULK_MAX_UPLOADS (per account: CRM_BULK_MAX_UPLOADS_PER_ACCOUNT) answer 429."""
-        parser = parser_for(request.headers.get("content-type", ""))
+        parser = parser_for(
+            request.headers.get("content-type", ""),
+            import_options,
+            max_xlsx_bytes=resources.settings.max_xlsx_bytes,
+        )
         if parser is None:
-            raise HTTPException(status_code=415, detail="send Content-Type: text/csv or application/x-ndjson")
+            raise HTTPException(status_code=415, detail=UPLOAD_TYPES)
         limit = resources.settings.max_upload_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -198,8 +212,10 @@ class BulkActionController(Controller):
                     _held_key, resources, principal.account_id, idempotency_key
                 )
                 if held is not None:
-                    return await _same_upload_again(request, spec, limits, *held)
-            upload = ImportSession(resources, principal, spec, parser, idempotency_key=idempotency_key)
+                    return await _same_upload_again(request, spec, limits, *held, options=import_options)
+            upload = ImportSession(
+                resources, principal, spec, parser, idempotency_key=idempotency_key, options=import_options
+            )
             try:
                 async for piece in _limited(request, *limits):
                     if piece:
