@@ -141,8 +141,8 @@ def _category(address: IPAddress) -> str | None:
         (address.is_link_local, "link-local (cloud metadata)"),
         (address.version == 4 and address in _CGNAT, "carrier-grade NAT"),
         (address.is_multicast, "multicast"),
-        (address.is_private, "private"),
         (address.is_reserved, "reserved"),
+        (address.is_private, "private"),
         (not address.is_global, "non-public"),
     )
     for refused, name in checks:
