@@ -50,7 +50,7 @@ def plan_job(conn: Conn, job_id: UUID, *, chunk_size: int = DEFAULT_CHUNK_SIZE) 
                 raise ConflictError(f"streamed import {job_id} is planned by finish_import")
             frame = mark_repeats(_records_frame(conn, job_id), kernels.SeenKeys(), first_record=1)
             chunks = _write_import_chunks(
-                conn, job_id, job["account_id"], frame, first_chunk_no=0, chunk_size=chunk_size
+                conn, job_id, job["account_id"], frame, first_chunk_no=0, first_line=1, chunk_size=chunk_size
             )
             total = frame.height
         else:
@@ -82,7 +82,13 @@ def append_import_chunk(
             raise ConflictError(f"import {job_id} is already finished")
         records = mark_repeats(records, seen, first_record=int(job["total"]) + 1)
         chunks = _write_import_chunks(
-            conn, job_id, job["account_id"], records, first_chunk_no=job["chunk_count"], chunk_size=chunk_size
+            conn,
+            job_id,
+            job["account_id"],
+            records,
+            first_chunk_no=job["chunk_count"],
+            first_line=int(job["total"]) + 1,
+            chunk_size=chunk_size,
         )
         ledger.add_chunks(conn, job_id, chunks=chunks, entities=records.height)
     return chunks
@@ -141,6 +147,7 @@ def _write_listed_ids(conn: Conn, job_id: UUID, account_id: int, chunk_size: int
     ids = np.frombuffer(bytes(row[1]), dtype=">i8").astype(np.int64)
     slices = [ids[start : start + chunk_size] for start in range(0, ids.size, chunk_size)]
     ledger.insert_chunks(conn, job_id, account_id, 0, [(s.size, encode_ids(s)) for s in slices])
+    _number_lines(conn, job_id, first_chunk_no=0, first_line=1, sizes=[s.size for s in slices])
     return len(slices), int(ids.size)
 
 
@@ -163,6 +170,7 @@ def _write_snapshot_ids(conn: Conn, job_id: UUID, account_id: int, chunk_size: i
             break
         ids = np.frombuffer(bytes(row[2]), dtype=">i8").astype(np.int64)
         ledger.insert_chunks(conn, job_id, account_id, chunk_no, [(count, encode_ids(ids))])
+        _number_lines(conn, job_id, first_chunk_no=chunk_no, first_line=total + 1, sizes=[count])
         chunk_no += 1
         total += count
         after_id = int(row[1])
@@ -192,10 +200,38 @@ def _records_frame(conn: Conn, job_id: UUID) -> pl.DataFrame:
 
 
 def _write_import_chunks(
-    conn: Conn, job_id: UUID, account_id: int, frame: pl.DataFrame, *, first_chunk_no: int, chunk_size: int
+    conn: Conn,
+    job_id: UUID,
+    account_id: int,
+    frame: pl.DataFrame,
+    *,
+    first_chunk_no: int,
+    first_line: int,
+    chunk_size: int,
 ) -> int:
     slices = [frame.slice(start, chunk_size) for start in range(0, frame.height, chunk_size)]
     ledger.insert_chunks(
         conn, job_id, account_id, first_chunk_no, [(s.height, encode_records(s)) for s in slices]
     )
+    _number_lines(
+        conn, job_id, first_chunk_no=first_chunk_no, first_line=first_line, sizes=[s.height for s in slices]
+    )
     return len(slices)
+
+
+def _number_lines(
+    conn: Conn, job_id: UUID, *, first_chunk_no: int, first_line: int, sizes: list[int]
+) -> None:
+    """Record the first line of chunks just written (`first_chunk_no` on, `sizes` entities each), the first
+    holding line `first_line`: result files number outcomes by it (sql/postgres/012_result_lines.sql)."""
+    if not sizes:
+        return
+    starts = np.cumsum([first_line, *sizes[:-1]]).tolist()
+    conn.execute(
+        query("postgres", "planner", "number_chunk_lines"),
+        {
+            "job_id": job_id,
+            "chunk_nos": list(range(first_chunk_no, first_chunk_no + len(sizes))),
+            "first_lines": starts,
+        },
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -127,10 +127,37 @@ class ClickHouseEngine:
         with _translated(name):
             return self.client().query_arrow(query("clickhouse", group, name), parameters=params)
 
+    @contextmanager
+    def stream(
+        self, group: str, name: str, params: dict[str, Any], schema: pa.Schema
+    ) -> Iterator[Iterator[pa.Table]]:
+        """The named query's result as Arrow tables of `schema`, one per ClickHouse block, decoded as they
+        are read (Native format: chDB and a server both stream it block by block).
+
+        The stream runs on a client of its own: chDB holds a client's engine handle for as long as a stream
+        of that client is open, which would hold up every other call (the shipper's inserts, the API's
+        reads) until a slow reader has taken the last block."""
+        client = self._open()
+        try:
+            with _translated(name):
+                blocks = client.query_column_block_stream(query("clickhouse", group, name), parameters=params)
+            with blocks:
+                yield _tables(blocks, schema, name)
+        finally:
+            client.close()
+
     def insert_arrow(self, table: str, rows: pa.Table) -> None:
         """One Arrow insert into `table`."""
         with _translated(f"insert into {table}"):
             self.client().insert_arrow(table, rows)
+
+
+def _tables(blocks: Iterable[Sequence[Sequence[Any]]], schema: pa.Schema, name: str) -> Iterator[pa.Table]:
+    """Each block's columns (as clickhouse-connect decodes them) as one Arrow table of `schema`."""
+    with _translated(name):
+        for columns in blocks:
+            arrays = [pa.array(column, type=kind) for column, kind in zip(columns, schema.types, strict=True)]
+            yield pa.Table.from_arrays(arrays, schema=schema)
 
 
 def split_statements(text: str) -> list[str]:

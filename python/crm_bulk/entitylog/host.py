@@ -23,6 +23,8 @@ import os
 import secrets
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Client, Connection, Listener
 from multiprocessing.connection import wait as wait_for_any
 from multiprocessing.process import BaseProcess
@@ -47,6 +49,9 @@ REVIVE_GRACE_SECONDS = 2.0
 CALL_TIMEOUT_SECONDS = 120.0
 # What the API may ask the host to run: the `LogEngine` calls that reach the engine, nothing else.
 PRIMITIVES = frozenset({"check", "migrate", "rows", "arrow", "insert_arrow"})
+# The one call answered by many messages: a streamed query's blocks, then `_STREAM_END`.
+STREAM = "stream"
+_STREAM_END = "end"
 _PARENT_POLL_SECONDS = 1.0
 
 
@@ -180,6 +185,42 @@ class HostEngine:
         table: pa.Table = self._call("arrow", group, name, params)
         return table
 
+    @contextmanager
+    def stream(
+        self, group: str, name: str, params: dict[str, Any], schema: pa.Schema
+    ) -> Iterator[Iterator[pa.Table]]:
+        """The named query's blocks, streamed by the host: it sends each block as its engine reads it, and
+        waits (the socket's buffer full) while this process has not taken the last one, so neither process
+        holds the result whole. Leaving early closes the connection, which ends the host's query."""
+        # A connection of its own, never an idle one that a restarted host may have left dead.
+        conn = self._connect()
+        conn.send((STREAM, (group, name, params, schema)))
+        finished = False
+
+        def blocks() -> Iterator[pa.Table]:
+            nonlocal finished
+            while True:  # one message per block, until the end marker or an error
+                try:
+                    ok, value = _receive(conn, STREAM)
+                except (OSError, EOFError) as exc:
+                    raise BackendUnavailableError("clickhouse", SETTING, f"chDB host: {exc}") from exc
+                if not ok:
+                    finished = True
+                    raise value
+                kind, table = value
+                if kind == _STREAM_END:
+                    finished = True
+                    return
+                yield table
+
+        try:
+            yield blocks()
+        finally:
+            if finished:
+                self._give_back(conn)
+            else:
+                conn.close()
+
     def insert_arrow(self, table: str, rows: pa.Table) -> None:
         """One Arrow insert, run by the host."""
         self._call("insert_arrow", table, rows)
@@ -215,6 +256,19 @@ class HostEngine:
 
         return HOST_CALL_RETRY.call(attempt, what=f"chDB host call {method}", logger=log)
 
+    def _connect(self) -> Connection:
+        """A new connection to the host, started again first if it is gone."""
+        try:
+            return Client(self._host.address, family="AF_UNIX", authkey=self._host.authkey)
+        except (OSError, EOFError) as exc:
+            if not self._host.revive():
+                raise BackendUnavailableError("clickhouse", SETTING, f"chDB host: {exc}") from exc
+        return Client(self._host.address, family="AF_UNIX", authkey=self._host.authkey)
+
+    def _give_back(self, conn: Connection) -> None:
+        with self._idle_lock:
+            self._idle.append(conn)
+
     def _exchange(self, method: str, args: tuple[Any, ...]) -> Any:
         with self._idle_lock:
             conn = self._idle.pop() if self._idle else None
@@ -222,23 +276,25 @@ class HostEngine:
             conn = Client(self._host.address, family="AF_UNIX", authkey=self._host.authkey)
         try:
             conn.send((method, args))
-            # A stuck engine must not hold the API's request thread forever.
-            if not conn.poll(CALL_TIMEOUT_SECONDS):
-                conn.close()
-                raise BackendUnavailableError(
-                    "clickhouse",
-                    SETTING,
-                    f"the chDB host did not answer {method} in {CALL_TIMEOUT_SECONDS:.0f} s",
-                )
-            ok, value = conn.recv()
+            ok, value = _receive(conn, method)
         except BaseException:
             conn.close()
             raise
-        with self._idle_lock:
-            self._idle.append(conn)
+        self._give_back(conn)
         if not ok:
             raise value
         return value
+
+
+def _receive(conn: Connection, method: str) -> tuple[bool, Any]:
+    """The host's next answer on `conn`; a stuck engine must not hold the API's request thread forever."""
+    if not conn.poll(CALL_TIMEOUT_SECONDS):
+        conn.close()
+        raise BackendUnavailableError(
+            "clickhouse", SETTING, f"the chDB host did not answer {method} in {CALL_TIMEOUT_SECONDS:.0f} s"
+        )
+    answer: tuple[bool, Any] = conn.recv()
+    return answer
 
 
 def _heard(ready: Connection) -> bool:
@@ -327,6 +383,10 @@ def _serve(conn: Connection, engine: ClickHouseEngine) -> None:
                 method, args = conn.recv()
             except (EOFError, OSError):
                 return
+            if method == STREAM:
+                if not _send_stream(conn, engine, args):
+                    return
+                continue
             if method not in PRIMITIVES:
                 conn.send((False, CrmBulkError(f"the chDB host does not run {method!r}")))
                 continue
@@ -344,3 +404,28 @@ def _serve(conn: Connection, engine: ClickHouseEngine) -> None:
             except Exception as exc:  # the reply would not pickle
                 log.exception("chdb host could not send the result of %s", method)
                 conn.send((False, CrmBulkError(f"chDB host could not send the result of {method}: {exc}")))
+
+
+def _send_stream(conn: Connection, engine: ClickHouseEngine, args: tuple[Any, ...]) -> bool:
+    """Run a streamed query and send its blocks, then the end marker (or the error that stopped it); False
+    when the caller went away, which ends the query."""
+    try:
+        with engine.stream(*args) as blocks:
+            for table in blocks:
+                conn.send((True, ("block", table)))
+    except (OSError, EOFError):
+        return False  # the caller closed its end: it wants no more blocks
+    except CrmBulkError as exc:
+        return _answer(conn, (False, exc))
+    except Exception as exc:  # a bug in the host: report it to the caller rather than hang it
+        log.exception("chdb host failed streaming %s", args[1] if len(args) > 1 else "?")
+        return _answer(conn, (False, CrmBulkError(f"chDB host failed streaming: {exc}")))
+    return _answer(conn, (True, (_STREAM_END, None)))
+
+
+def _answer(conn: Connection, reply: tuple[bool, Any]) -> bool:
+    try:
+        conn.send(reply)
+    except (OSError, EOFError):
+        return False
+    return True

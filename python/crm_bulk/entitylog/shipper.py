@@ -25,9 +25,11 @@ import pyarrow.compute as pc
 from psycopg.rows import tuple_row
 
 from crm_bulk.entitylog.clickhouse import ClickHouseEngine
+from crm_bulk.entitylog.inputs import encode_inputs
 from crm_bulk.entitylog.outbox import decode_outcome_table
 from crm_bulk.entitylog.store import EVENT_ROW_SCHEMA, OUTCOME_ROW_SCHEMA, ClickHouseStore
 from crm_bulk.errors import CrmBulkError
+from crm_bulk.metrics import SHIP_FAILURES, SHIPPED_CHUNKS
 from crm_bulk.retry import RetryPolicy, RetryStopped, on_types, until_stopped
 from crm_bulk.settings import Settings
 from crm_bulk.sqlfiles import query
@@ -60,6 +62,10 @@ class ChunkFacts:
     worker: str
     applied_at: datetime
     duration_ms: int | None
+    # The input line of the chunk's first entity (its outcome rows are numbered on from it), and for an
+    # import the chunk's payload, whose records the log keeps as sent.
+    first_line: int = 1
+    payload: bytes | None = None
 
 
 @dataclass
@@ -72,17 +78,23 @@ class ShipperCounters:
 
 
 def outcome_rows(outbox: pa.Table, chunk: ChunkFacts) -> pa.Table:
-    """The `entity_outcomes` rows of one chunk: its outbox plus the chunk-level columns, nulls as defaults."""
+    """The `entity_outcomes` rows of one chunk: its outbox plus the chunk-level columns, nulls as defaults;
+    each row's input line and (imports) its input record."""
     n = outbox.num_rows
 
     def same(value: object, kind: pa.DataType) -> pa.Array:
         return pa.repeat(pa.scalar(value, kind), n)
 
+    row_nos = outbox.column("row_no").combine_chunks()
+    lines = pc.add(row_nos.cast(pa.uint64()), pa.scalar(chunk.first_line, pa.uint64()))
+    inputs = same("", pa.string()) if chunk.payload is None else encode_inputs(chunk.payload, row_nos)
+
     columns = {
         "account_id": same(chunk.account_id, pa.uint64()),
         "job_id": same(str(chunk.job_id), pa.string()),
         "chunk_no": same(chunk.chunk_no, pa.uint32()),
-        "row_no": outbox.column("row_no").cast(pa.uint32()),
+        "row_no": row_nos.cast(pa.uint32()),
+        "line": lines,
         "entity_id": outbox.column("entity_id"),
         "email": pc.fill_null(outbox.column("email"), ""),
         "action": same(chunk.action, pa.string()),
@@ -94,6 +106,7 @@ def outcome_rows(outbox: pa.Table, chunk: ChunkFacts) -> pa.Table:
         "worker": same(chunk.worker, pa.string()),
         "applied_at": same(chunk.applied_at, pa.timestamp("ms", tz="UTC")),
         "duration_ms": same(chunk.duration_ms, pa.uint32()),
+        "input": inputs,
     }
     return pa.Table.from_arrays(
         [columns[name] for name in OUTCOME_ROW_SCHEMA.names], schema=OUTCOME_ROW_SCHEMA
@@ -146,8 +159,32 @@ def _decoded(claimed: list[tuple[Any, ...]]) -> tuple[list[pa.Table], list[UUID]
     tables: list[pa.Table] = []
     job_ids: list[UUID] = []
     chunk_nos: list[int] = []
-    for job_id, chunk_no, account_id, action, attempts, worker, applied_at, duration_ms, blob in claimed:
-        chunk = ChunkFacts(job_id, chunk_no, account_id, action, attempts, worker, applied_at, duration_ms)
+    for row in claimed:
+        (
+            job_id,
+            chunk_no,
+            account_id,
+            action,
+            attempts,
+            worker,
+            applied_at,
+            duration_ms,
+            blob,
+            line,
+            payload,
+        ) = row
+        chunk = ChunkFacts(
+            job_id,
+            chunk_no,
+            account_id,
+            action,
+            attempts,
+            worker,
+            applied_at,
+            duration_ms,
+            first_line=int(line),
+            payload=None if payload is None else bytes(payload),
+        )
         try:
             tables.append(outcome_rows(decode_outcome_table(blob), chunk))
         except (pa.ArrowException, ValueError) as exc:
@@ -203,11 +240,13 @@ class _ShipPasses:
         events = ship_events(self._conn, self._ch)
         self.counters.chunks += chunks
         self.counters.events += events
+        SHIPPED_CHUNKS.inc(chunks)
         return chunks + events
 
     def failed(self, exc: BaseException) -> None:
         """Count a failed pass; after a PostgreSQL error the next pass connects again."""
         self.counters.failures += 1
+        SHIP_FAILURES.inc()
         if isinstance(exc, psycopg.Error):
             self.close()
 

@@ -7,7 +7,8 @@ shipped twice counts once (see `sql/clickhouse/001_entity_outcomes.sql`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -46,6 +47,7 @@ OUTCOME_ROW_SCHEMA = pa.schema(
         ("job_id", pa.string()),
         ("chunk_no", pa.uint32()),
         ("row_no", pa.uint32()),
+        ("line", pa.uint64()),
         ("entity_id", pa.int64()),
         ("email", pa.string()),
         ("action", pa.string()),
@@ -57,6 +59,23 @@ OUTCOME_ROW_SCHEMA = pa.schema(
         ("worker", pa.string()),
         ("applied_at", pa.timestamp("ms", tz="UTC")),
         ("duration_ms", pa.uint32()),
+        ("input", pa.string()),
+    ]
+)
+
+# What a result file can select: the final outcomes, and `cancelled` (skipped because the job was cancelled).
+RESULTS: tuple[str, ...] = (*OUTCOMES, CANCELLED_CODE)
+CANCELLED_RESULT_OUTCOME = "skipped"
+# Columns of a result file's rows as `results` yields them (`input`: see `crm_bulk.entitylog.inputs`).
+RESULT_SCHEMA = pa.schema(
+    [
+        ("line", pa.uint64()),
+        ("entity_id", pa.int64()),
+        ("outcome", pa.string()),
+        ("code", pa.string()),
+        ("message", pa.string()),
+        ("changed_fields", pa.list_(pa.string())),
+        ("input", pa.string()),
     ]
 )
 
@@ -221,6 +240,23 @@ class ClickHouseStore:
                 "after_row": last["row_no"],
             }
 
+    @contextmanager
+    def results(
+        self, job_id: UUID, account_id: int, *, results: Collection[str] = RESULTS
+    ) -> Iterator[Iterator[pl.DataFrame]]:
+        """The job's entity outcomes whose result (`RESULTS`: an outcome, or `cancelled`) is in `results`,
+        in input order, as frames of `RESULT_SCHEMA`, one per ClickHouse block: streamed, never held whole.
+        Leaving the context ends the query."""
+        unknown = sorted(set(results) - set(RESULTS))
+        if unknown or not results:
+            raise ValidationError(
+                f"outcome must be one of {', '.join(RESULTS)}", field="outcome", code="invalid"
+            )
+        outcomes = sorted({CANCELLED_RESULT_OUTCOME if r == CANCELLED_CODE else r for r in results})
+        params = _scope(job_id, account_id) | {"outcomes": outcomes, "results": sorted(results)}
+        with self.engine.stream("outcomes", "results", params, RESULT_SCHEMA) as tables:
+            yield (_frame(table) for table in tables)
+
     def job_events(self, job_id: UUID, account_id: int, *, limit: int = 1000) -> list[JobEvent]:
         """The job's lifecycle events, oldest first."""
         rows = self.engine.rows("events", "job_events", _scope(job_id, account_id) | {"limit": limit})
@@ -237,6 +273,12 @@ class ClickHouseStore:
 
     def _outcome_rows(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         return self.engine.rows("outcomes", name, params)
+
+
+def _frame(table: pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 def encode_cursor(job_id: UUID, account_id: int, outcome: str, chunk_no: int, row_no: int) -> str:

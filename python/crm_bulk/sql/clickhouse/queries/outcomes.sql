@@ -60,3 +60,20 @@ LIMIT {limit:UInt32}
 -- Rows as the reads see them (FINAL), for the shipper's tests and operators.
 SELECT count() FROM entity_outcomes FINAL
 WHERE account_id = {account_id:UInt64} AND job_id = {job_id:UUID}
+
+-- name: results
+-- A job's result file, in input order: by chunk then row, which is line order (lines are numbered that
+-- way, sql/clickhouse/003_result_lines.sql). An entity skipped because the job was cancelled is a
+-- `cancelled` result here, as in the job's counts. `outcomes` narrows the key range; `results` selects.
+SELECT line,
+       entity_id,
+       if(outcome = 'skipped' AND code = 'cancelled', 'cancelled', outcome) AS result,
+       code,
+       message,
+       changed_fields,
+       input
+FROM entity_outcomes FINAL
+WHERE account_id = {account_id:UInt64} AND job_id = {job_id:UUID}
+  AND outcome IN {outcomes:Array(String)}
+  AND result IN {results:Array(String)}
+ORDER BY chunk_no, row_no

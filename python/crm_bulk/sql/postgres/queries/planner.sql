@@ -35,3 +35,10 @@ FROM (
     LIMIT %s
 ) AS page
 
+
+-- name: number_chunk_lines
+-- Each chunk's first line (sql/postgres/012_result_lines.sql), set right after the chunks are written.
+UPDATE bulk_action_chunks AS c
+SET first_line = s.first_line
+FROM unnest(%(chunk_nos)s::int[], %(first_lines)s::bigint[]) AS s (chunk_no, first_line)
+WHERE c.job_id = %(job_id)s AND c.chunk_no = s.chunk_no
