@@ -25,9 +25,12 @@ from crm_bulk.api.controllers.accounts import AccountController
 from crm_bulk.api.controllers.auth import AuthController
 from crm_bulk.api.controllers.bulk_actions import BulkActionController
 from crm_bulk.api.controllers.contacts import ContactController
+from crm_bulk.api.controllers.derived import DerivedJobController
 from crm_bulk.api.controllers.events import EventController, progress_hub_for
+from crm_bulk.api.controllers.imports import ImportPreviewController
 from crm_bulk.api.controllers.results import ResultController
 from crm_bulk.api.controllers.webhooks import WebhookController
+from crm_bulk.api.openapi_numbers import exact_integer_bounds
 from crm_bulk.api.request_schemas import RequestBodySchemaPlugin
 from crm_bulk.api.resources import Resources
 from crm_bulk.errors import CrmBulkError
@@ -108,7 +111,7 @@ def create_app(settings: Settings) -> Litestar:
         finally:
             await anyio.to_thread.run_sync(resources.close)
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health.healthz,
             health.readyz,
@@ -117,6 +120,8 @@ def create_app(settings: Settings) -> Litestar:
             AccountController,
             ContactController,
             BulkActionController,
+            ImportPreviewController,
+            DerivedJobController,
             ResultController,
             WebhookController,
             EventController,
@@ -142,3 +147,5 @@ def create_app(settings: Settings) -> Litestar:
         request_max_body_size=settings.max_body_bytes,
         debug=False,
     )
+    exact_integer_bounds(app)
+    return app

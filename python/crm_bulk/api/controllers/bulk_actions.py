@@ -185,6 +185,9 @@ class BulkActionController(Controller):
         scheduled_for: Annotated[
             datetime | None, QueryParameter(description="Start no earlier than this (ISO 8601, future)")
         ] = None,
+        dry_run: Annotated[
+            bool, QueryParameter(description="Run in full but roll every change back (see /preview, /run)")
+        ] = False,
         idempotency_key: IdempotencyKey = None,
     ) -> Job:
         """Rows are parsed and stored as chunks while they arrive, so the file is never held whole; the job
@@ -204,7 +207,9 @@ class BulkActionController(Controller):
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise _too_large(limit)
-        spec = BulkActionRequest(action="import", on_duplicate=on_duplicate, scheduled_for=scheduled_for)
+        spec = BulkActionRequest(
+            action="import", on_duplicate=on_duplicate, scheduled_for=scheduled_for, dry_run=dry_run
+        )
         limits = (limit, resources.settings.upload_idle_timeout_seconds)
         with resources.uploads.hold(principal.account_id):
             if idempotency_key is not None:

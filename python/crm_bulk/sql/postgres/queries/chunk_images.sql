@@ -31,11 +31,14 @@ ORDER BY i.chunk_no
 LIMIT %(chunks)s
 
 -- name: purge_expired_images
--- Images past their retention; a revert of their job is refused from then on (the job shows it).
+-- Images of jobs that ended more than the retention ago; a revert of such a job is refused (lock_source in
+-- derived.sql applies the same bound to the job's finished_at).
 DELETE FROM bulk_action_chunk_images
 WHERE ctid = ANY (ARRAY(
-    SELECT ctid FROM bulk_action_chunk_images
-    WHERE created_at < now() - make_interval(days => %(days)s)
-    ORDER BY created_at
+    SELECT x.ctid FROM bulk_action_chunk_images AS x
+    JOIN bulk_actions AS j ON j.id = x.job_id
+    WHERE x.created_at < now() - make_interval(days => %(days)s)
+      AND j.finished_at < now() - make_interval(days => %(days)s)
+    ORDER BY x.created_at
     LIMIT %(limit)s
 ))
