@@ -126,11 +126,10 @@ def _check_retryable(source: Job) -> None:
 
 
 def _nothing_to_retry(source: Job, results: tuple[str, ...]) -> ValidationError:
-    return ValidationError(
-        f"bulk action {source.id} has no {' or '.join(results)} entities to retry",
-        field="include_cancelled" if len(results) == 1 and source.cancelled else None,
-        code="nothing_to_retry",
-    )
+    message = f"bulk action {source.id} has no {' or '.join(results)} entities to retry"
+    if "cancelled" not in results and source.cancelled:
+        message += f"; {source.cancelled} were cancelled: send include_cancelled to retry them"
+    return ValidationError(message, field=None, code="nothing_to_retry")
 
 
 def _create(
