@@ -34,6 +34,18 @@ RATE_LIMITER_ERRORS = Counter(
 LOGIN_FAILURES = Counter(
     "crm_bulk_login_failures_total", "Logins refused for wrong credentials.", registry=REGISTRY
 )
+# Shipped by whichever process runs the shipper: the workers with a ClickHouse server (summed by the pool's
+# endpoint), the chDB store host otherwise. Applied chunks minus shipped ones is the log's backlog.
+SHIPPED_CHUNKS = Counter(
+    "crm_bulk_shipper_chunks_total",
+    "Chunk outboxes the log shipper moved to ClickHouse.",
+    registry=REGISTRY,
+)
+SHIP_FAILURES = Counter(
+    "crm_bulk_shipper_failures_total",
+    "Shipping passes that failed (ClickHouse or PostgreSQL down or slow) and were retried.",
+    registry=REGISTRY,
+)
 IMPORT_ROWS = Counter(
     "crm_bulk_import_rows_total",
     "Rows received by streamed imports (CSV and NDJSON uploads).",

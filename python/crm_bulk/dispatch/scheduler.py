@@ -30,6 +30,7 @@ from crm_bulk.jobs.lifecycle import (
     sweep_cancelled_jobs,
 )
 from crm_bulk.postgres import OnDemandConnection
+from crm_bulk.process_health import Heartbeat, serve_process_health
 from crm_bulk.queue import ChunkPublisher, open_publisher, wait_for_queue
 from crm_bulk.retry import RetryStopped, on_types, until_stopped
 from crm_bulk.settings import Settings
@@ -40,6 +41,9 @@ SWEEP_EVERY_SECONDS = 2.0
 STALE_CHECK_EVERY_SECONDS = 60.0
 # A released chunk still open after this long is published again (its message may be gone).
 STALE_AFTER_SECONDS = 900.0
+# The dispatch loop ticks every pass and every failed try (backing off at most 10 s); one silent this long is
+# stuck, and `/healthz` answers 503.
+LOOP_MAX_AGE_SECONDS = 60.0
 # A failed pass is tried again after 1 s, doubling to 10 s while failures last.
 PASS_RETRY = until_stopped(
     wait_seconds=1.0, max_wait_seconds=10.0, retry_on=on_types(CrmBulkError, psycopg.Error, OSError)
@@ -67,12 +71,16 @@ def _guarded(
     db: OnDemandConnection,
     counters: SchedulerCounters,
     stop_event: threading.Event,
+    heartbeat: Heartbeat | None = None,
 ) -> bool:
     """Run one pass under `PASS_RETRY` (never let the loop die of a backend failure): each failure is
-    counted and a broken connection dropped before the next try. False when stopped while backing off."""
+    counted and a broken connection dropped before the next try. False when stopped while backing off.
+    `heartbeat` beats on every failure too: a loop waiting out an outage is alive, only not ready."""
 
     def after_failure(exc: BaseException) -> None:
         counters.failures += 1
+        if heartbeat is not None:
+            heartbeat.beat()
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
             db.close()
 
@@ -154,7 +162,17 @@ def run_scheduler(settings: Settings, stop_event: threading.Event) -> SchedulerC
     is set; return what it did."""
     url = settings.postgres_dsn
     counters = SchedulerCounters()
+    heartbeat = Heartbeat(max_age_seconds=LOOP_MAX_AGE_SECONDS)
+    endpoint = (
+        serve_process_health(
+            settings, heartbeat, port=settings.scheduler_health_port, name="scheduler endpoint"
+        )
+        if settings.scheduler_health_port
+        else None
+    )
     if not wait_for_queue(settings, stop_event):
+        if endpoint is not None:
+            endpoint.stop()
         return counters
     planner = threading.Thread(
         target=_plan_loop, args=(settings, url, stop_event, counters), name="crm-bulk-planner", daemon=True
@@ -170,13 +188,18 @@ def run_scheduler(settings: Settings, stop_event: threading.Event) -> SchedulerC
     )
     try:
         while not stop_event.is_set():
-            if not _guarded("dispatch", step, db=db, counters=counters, stop_event=stop_event):
+            if not _guarded(
+                "dispatch", step, db=db, counters=counters, stop_event=stop_event, heartbeat=heartbeat
+            ):
                 break
             step.tick += 1
+            heartbeat.beat()
             stop_event.wait(settings.scheduler_interval_seconds)
     finally:
         planner.join(timeout=30)
         publisher.close()
         db.close()
+        if endpoint is not None:
+            endpoint.stop()
     log.info("scheduler stopped: %s", counters)
     return counters

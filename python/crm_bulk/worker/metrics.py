@@ -1,4 +1,4 @@
-"""Worker metrics for Prometheus, and the small HTTP exporter the pool serves them from.
+"""Worker metrics for Prometheus, and the `/metrics` app the pool's HTTP endpoint serves them from.
 
 Worker processes write their values to files in `PROMETHEUS_MULTIPROC_DIR` (prometheus_client's
 multiprocess mode, set up by the pool before it spawns them); the supervisor serves the sum over all
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app, multiprocess
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
 
 log = logging.getLogger(__name__)
 
@@ -74,30 +75,10 @@ def restarts_counter() -> Counter:
     )
 
 
-@dataclass
-class MetricsServer:
-    """A running exporter; `stop()` shuts it down."""
-
-    server: WSGIServer
-    thread: threading.Thread
-    port: int
-
-    def stop(self) -> None:
-        """Stop serving."""
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-def serve_metrics(
-    port: int,
-    *,
-    multiprocess_dir: str | None = None,
-    extra: Sequence[Collector] = (),
-    addr: str = "127.0.0.1",
-) -> MetricsServer:
-    """Serve `/metrics` on `addr:port` (0 picks a free port): the multiprocess sum when `multiprocess_dir` is
-    given, else this process's worker metrics; plus `extra` collectors of the serving process."""
+def metrics_app(*, multiprocess_dir: str | None = None, extra: Sequence[Collector] = ()) -> WSGIApplication:
+    """The WSGI app of `/metrics`: the multiprocess sum when `multiprocess_dir` is given, else this process's
+    worker metrics; plus `extra` collectors of the serving process. Served by the pool's endpoint
+    (`crm_bulk.process_health`) beside `/healthz` and `/readyz`."""
     if multiprocess_dir is not None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
@@ -105,10 +86,7 @@ def serve_metrics(
         registry = WORKER_REGISTRY
     for collector in extra:
         registry.register(collector)
-    server, thread = start_http_server(port, addr=addr, registry=registry)
-    bound = int(server.server_address[1])
-    log.info("worker metrics on http://%s:%d/metrics", addr, bound)
-    return MetricsServer(server=server, thread=thread, port=bound)
+    return make_wsgi_app(registry)
 
 
 def forget_process(pid: int) -> None:

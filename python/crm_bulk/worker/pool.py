@@ -22,6 +22,8 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -30,6 +32,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from crm_bulk import orphan
+from crm_bulk.process_health import Heartbeat, serve_process_health
 from crm_bulk.settings import Settings
 from crm_bulk.worker import metrics
 
@@ -38,6 +41,8 @@ log = logging.getLogger(__name__)
 # A worker that dies sooner than this after starting counts as crashing young: back off before the next start.
 YOUNG_DEATH_SECONDS = 10.0
 MAX_RESTART_DELAY = 30.0
+# The supervisor loop ticks every 0.2 s; one that has not for this long is stuck (`/healthz` answers 503).
+LOOP_MAX_AGE_SECONDS = 30.0
 
 
 @dataclass
@@ -152,26 +157,69 @@ def run_worker_pool(
 
     stop = stop_event or threading.Event()
     restore = _install_signal_handlers(stop) if stop_event is None else {}
-    try:
-        if wait_for_queue(settings, stop):
-            _supervise(settings, processes, burst=burst, stop=stop, drain_timeout=drain_timeout)
-    finally:
-        for signum, handler in restore.items():
-            signal.signal(signum, handler)
+    # The endpoint is up while the queue is being set up, so probes see a live, not yet ready, pool.
+    heartbeat = Heartbeat(max_age_seconds=LOOP_MAX_AGE_SECONDS)
+    with _pool_endpoint(settings, heartbeat) as restarts:
+        try:
+            if wait_for_queue(settings, stop):
+                _supervise(
+                    settings,
+                    processes,
+                    burst=burst,
+                    stop=stop,
+                    drain_timeout=drain_timeout,
+                    heartbeat=heartbeat,
+                    restarts=restarts,
+                )
+        finally:
+            for signum, handler in restore.items():
+                signal.signal(signum, handler)
     return 0
 
 
-def _supervise(
-    settings: Settings, processes: int, *, burst: bool, stop: threading.Event, drain_timeout: float
-) -> None:
-    """Keep `processes` workers alive until `stop` (or the end of a burst), then drain them."""
+@contextmanager
+def _pool_endpoint(settings: Settings, heartbeat: Heartbeat) -> Iterator[Counter]:
+    """The pool's HTTP endpoint (metrics summed over the worker processes, `/healthz`, `/readyz`) for the
+    duration; yields the supervisor's restarts counter it serves."""
     metrics_dir = tempfile.mkdtemp(prefix="crm-bulk-metrics-") if settings.worker_metrics_port else None
     previous_env = os.environ.get(metrics.MULTIPROC_ENV)
     if metrics_dir is not None:
         # Read by prometheus_client when the spawned workers import it.
         os.environ[metrics.MULTIPROC_ENV] = metrics_dir
     restarts = metrics.restarts_counter()
-    server = _serve_metrics(settings, metrics_dir, restarts)
+    endpoint = None
+    if metrics_dir is not None:
+        endpoint = serve_process_health(
+            settings,
+            heartbeat,
+            port=settings.worker_metrics_port,
+            name="worker pool endpoint",
+            fallback=metrics.metrics_app(multiprocess_dir=metrics_dir, extra=[restarts]),
+        )
+    try:
+        yield restarts
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
+        if metrics_dir is not None:
+            if previous_env is None:
+                os.environ.pop(metrics.MULTIPROC_ENV, None)
+            else:
+                os.environ[metrics.MULTIPROC_ENV] = previous_env
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise(
+    settings: Settings,
+    processes: int,
+    *,
+    burst: bool,
+    stop: threading.Event,
+    drain_timeout: float,
+    heartbeat: Heartbeat,
+    restarts: Counter,
+) -> None:
+    """Keep `processes` workers alive until `stop` (or the end of a burst), then drain them."""
     ctx = multiprocessing.get_context("spawn")
     slots = [_Slot(number=n) for n in range(processes)]
     log.info(
@@ -182,19 +230,12 @@ def _supervise(
             now = time.monotonic()
             for slot in slots:
                 _tend(ctx, slot, settings=settings, burst=burst, now=now, restarts=restarts)
+            heartbeat.beat()
             if burst and all(s.finished for s in slots):
                 break
             stop.wait(0.2)
     finally:
         _drain(slots, drain_timeout)
-        if server is not None:
-            server.stop()
-        if metrics_dir is not None:
-            if previous_env is None:
-                os.environ.pop(metrics.MULTIPROC_ENV, None)
-            else:
-                os.environ[metrics.MULTIPROC_ENV] = previous_env
-            shutil.rmtree(metrics_dir, ignore_errors=True)
     log.info("worker pool stopped; restarts per slot: %s", {s.number: s.restarts for s in slots})
 
 
@@ -277,19 +318,3 @@ def _install_signal_handlers(stop: threading.Event) -> dict[signal.Signals, Any]
         previous[signum] = signal.getsignal(signum)
         signal.signal(signum, handler)
     return previous
-
-
-def _serve_metrics(
-    settings: Settings, metrics_dir: str | None, restarts: Counter
-) -> metrics.MetricsServer | None:
-    if not settings.worker_metrics_port:
-        return None
-    try:
-        return metrics.serve_metrics(
-            settings.worker_metrics_port, multiprocess_dir=metrics_dir, extra=[restarts]
-        )
-    except OSError as exc:
-        log.error(
-            "worker metrics not served: cannot listen on port %d: %s", settings.worker_metrics_port, exc
-        )
-        return None
