@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
-from litestar.openapi.spec.enums import OpenAPIType
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 
 _TEXT = Schema(type=OpenAPIType.STRING)
+_BINARY = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 @dataclass
@@ -24,6 +26,24 @@ class ImportUploadOperation(Operation):
             content={
                 "text/csv": OpenAPIMediaType(schema=_TEXT),
                 "application/x-ndjson": OpenAPIMediaType(schema=_TEXT),
+            },
+        )
+        # Headers may also be other CRMs' names, delimited text any of `, ; TAB |`, or an XLSX workbook.
+        self.request_body.content[XLSX_MEDIA_TYPE] = OpenAPIMediaType(schema=_BINARY)
+
+
+@dataclass
+class ImportPreviewOperation(Operation):
+    """`POST /bulk-actions/import/preview`: the body is a file's first bytes, or a whole workbook."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description="The first bytes of a CSV or NDJSON file (e.g. 64 KiB), or a whole XLSX workbook.",
+            content={
+                "text/csv": OpenAPIMediaType(schema=_TEXT),
+                "application/x-ndjson": OpenAPIMediaType(schema=_TEXT),
+                XLSX_MEDIA_TYPE: OpenAPIMediaType(schema=_BINARY),
             },
         )
 

@@ -1,0 +1,246 @@
+"""An import's preview: how a file's first bytes would be read, mapped, normalised and judged, cell by cell.
+
+The preview reads the bytes through the same parsers an import does (encoding, delimiter, header mapping),
+keeps whole records only (a line cut off at the end of the sample is left out), and runs the first rows
+through the same kernels the workers apply (`crm_bulk.kernels`: email normalisation, E.164 phones, field
+lengths, custom-field documents). Where an import reports only the first failing check of an entity, the
+preview reports every cell at fault, each with the column it came from, so a file can be fixed in one go.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import msgspec
+import polars as pl
+
+from crm_bulk import kernels
+from crm_bulk.actions.specs import (
+    CUSTOM_FIELDS_MAX_BYTES,
+    CUSTOM_FIELDS_MAX_DEPTH,
+    FIELD_MAX_CHARS,
+    MAX_TAGS,
+    PHONE_REGION,
+    TAG_MAX_CHARS,
+)
+from crm_bulk.errors import ValidationError
+from crm_bulk.imports.columns import import_columns
+from crm_bulk.imports.csv_records import DelimitedParser, numbered_records
+from crm_bulk.imports.headers import CUSTOM_PREFIX, ColumnMapping
+from crm_bulk.imports.options import ImportOptions
+from crm_bulk.imports.xlsx import XlsxParser
+from crm_bulk.ledger.payload import IMPORT_TEXT_COLUMNS, import_frame
+
+DEFAULT_PREVIEW_ROWS = 20
+MAX_PREVIEW_ROWS = 1000
+_OPTIONAL_TEXT = tuple(c for c in IMPORT_TEXT_COLUMNS if c != "email")
+_NDJSON_SCHEMA: dict[str, pl.DataType] = {
+    **{name: pl.Utf8() for name in IMPORT_TEXT_COLUMNS},
+    "tags": pl.List(pl.Utf8()),
+    "custom_fields": pl.Utf8(),
+}
+
+
+class PreviewFormat(msgspec.Struct, frozen=True):
+    """How the file is read: `kind` (csv, xlsx, ndjson), its delimiter and encoding (text), its sheet."""
+
+    kind: str
+    delimiter: str | None = None
+    encoding: str | None = None
+    sheet: str | None = None
+
+
+class CellError(msgspec.Struct, frozen=True):
+    """One cell at fault: the contact `field`, the file's `column` it came from, what is wrong."""
+
+    field: str
+    code: str
+    message: str
+    column: str | None = None
+
+
+class PreviewRow(msgspec.Struct, frozen=True):
+    """A record as it would be stored (`line`: its line in a text file, its row in a sheet)."""
+
+    line: int
+    record: dict[str, Any]
+    errors: list[CellError]
+
+
+class ImportPreview(msgspec.Struct, frozen=True):
+    """`POST /bulk-actions/import/preview`: the format, the mapping, unknown columns, the first rows."""
+
+    format: PreviewFormat
+    mapping: dict[str, str]
+    unknown_columns: list[str]
+    rows: list[PreviewRow]
+
+
+def preview_text(body: bytes, options: ImportOptions, *, limit: int = DEFAULT_PREVIEW_ROWS) -> ImportPreview:
+    """The preview of a delimited text file's first bytes."""
+    parser = DelimitedParser(
+        delimiter=options.delimiter,
+        encoding=options.encoding,
+        mapping=options.mapping,
+        unknown_columns=options.unknown_columns,
+        batch_bytes=len(body) + 1,  # one batch: the preview parses only what it shows
+    )
+    parser.feed(body)
+    batch = parser.complete_batch()
+    if parser.columns is None:
+        raise ValidationError(
+            "the sample holds no complete header row (send the file's first bytes, up to a line break)",
+            field="body",
+            code="empty",
+        )
+    text = parser.parse_batch(batch).head(limit)
+    lines = [
+        line
+        for line, fields in numbered_records(
+            batch.decode("utf-8"), parser.delimiter, first_line=parser.lines + 1
+        )
+        if any(fields)
+    ][: text.height]
+    return ImportPreview(
+        format=PreviewFormat(kind="csv", delimiter=parser.delimiter, encoding=parser.encoding),
+        mapping=parser.columns.used(),
+        unknown_columns=list(parser.columns.unknown),
+        rows=_rows(import_columns(text, parser.columns), lines, parser.columns),
+    )
+
+
+def preview_xlsx(
+    body: bytes, options: ImportOptions, *, max_bytes: int, limit: int = DEFAULT_PREVIEW_ROWS
+) -> ImportPreview:
+    """The preview of a whole XLSX workbook (its directory is at its end: a first part cannot be read)."""
+    parser = XlsxParser(
+        max_bytes=max_bytes,
+        sheet=options.sheet,
+        mapping=options.mapping,
+        unknown_columns=options.unknown_columns,
+    )
+    parser.feed(body)
+    text, numbers = parser.first_records(limit)
+    assert parser.columns is not None
+    return ImportPreview(
+        format=PreviewFormat(kind="xlsx", sheet=parser.sheet),
+        mapping=parser.columns.used(),
+        unknown_columns=list(parser.columns.unknown),
+        rows=_rows(import_columns(text, parser.columns), numbers, parser.columns),
+    )
+
+
+def preview_ndjson(body: bytes, *, limit: int = DEFAULT_PREVIEW_ROWS) -> ImportPreview:
+    """The preview of an NDJSON file's first bytes (fields are named by each record: no mapping)."""
+    end = body.rfind(b"\n")
+    lines = [(n, line) for n, line in enumerate(body[: end + 1].splitlines(), start=1) if line.strip()]
+    lines = lines[:limit]
+    try:
+        frame = pl.read_ndjson(io.BytesIO(b"\n".join(line for _, line in lines)), schema=_NDJSON_SCHEMA)
+    except (pl.exceptions.ComputeError, pl.exceptions.SchemaError, pl.exceptions.InvalidOperationError):
+        raise ValidationError(
+            "a line is not a JSON object with text values (and `tags` a list of strings)",
+            field="body",
+            code="malformed_ndjson",
+        ) from None
+    fields = tuple(_NDJSON_SCHEMA)
+    columns = ColumnMapping(headers=fields, fields=fields, unknown=())
+    return ImportPreview(
+        format=PreviewFormat(kind="ndjson", encoding="utf-8"),
+        mapping={},
+        unknown_columns=[],
+        rows=_rows(import_frame(frame), [n for n, _ in lines], columns),
+    )
+
+
+def _rows(records: pl.DataFrame, lines: list[int], columns: ColumnMapping) -> list[PreviewRow]:
+    """Each record normalised as it would be stored, with every cell's error."""
+    records = records.with_columns(
+        *[
+            pl.when(pl.col(c).str.strip_chars() == "").then(None).otherwise(pl.col(c)).alias(c)
+            for c in _OPTIONAL_TEXT
+        ],
+        pl.col("tags").list.eval(pl.element().drop_nulls().unique().sort()),
+    )
+    normalized, email_code = kernels.normalize_emails(records.get_column("email"))
+    e164, phone_code = kernels.normalize_phones(records.get_column("phone"), default_region=PHONE_REGION)
+    custom_code = kernels.validate_custom_fields(
+        records.get_column("custom_fields"),
+        max_bytes=CUSTOM_FIELDS_MAX_BYTES,
+        max_depth=CUSTOM_FIELDS_MAX_DEPTH,
+    )
+    too_long = {
+        name: kernels.validate_lengths(records.select(name), {name: FIELD_MAX_CHARS[name]}).to_list()
+        for name in IMPORT_TEXT_COLUMNS
+    }
+    tags_too_long = records.select(
+        (pl.col("tags").list.len() > MAX_TAGS)
+        | (pl.col("tags").list.eval(pl.element().str.len_chars()).list.max() > TAG_MAX_CHARS)
+    ).to_series()
+    is_first, first_index = kernels.first_occurrence(normalized)
+    source = _source_columns(columns)
+    rows: list[PreviewRow] = []
+    for i, raw in enumerate(records.iter_rows(named=True)):
+        errors = _cell_errors(
+            source,
+            email=email_code[i],
+            phone=phone_code[i] if raw["phone"] is not None else None,
+            custom=custom_code[i],
+            too_long={name: codes[i] for name, codes in too_long.items()},
+            tags_too_long=bool(tags_too_long[i]),
+        )
+        if normalized[i] is not None and not is_first[i]:
+            first_line = lines[first_index[i]] if first_index[i] < len(lines) else first_index[i] + 1
+            errors.append(
+                CellError(
+                    field="email",
+                    code="duplicate_in_input",
+                    message=f"repeats the email of line {first_line}",
+                    column=source.get("email"),
+                )
+            )
+        record = dict(raw)
+        record["email"] = normalized[i] if normalized[i] is not None else raw["email"]
+        record["phone"] = e164[i] if e164[i] is not None else raw["phone"]
+        record["custom_fields"] = _custom_fields(raw["custom_fields"], valid=custom_code[i] is None)
+        rows.append(PreviewRow(line=lines[i] if i < len(lines) else i + 1, record=record, errors=errors))
+    return rows
+
+
+def _cell_errors(
+    source: dict[str, str],
+    *,
+    email: str | None,
+    phone: str | None,
+    custom: str | None,
+    too_long: dict[str, str | None],
+    tags_too_long: bool,
+) -> list[CellError]:
+    found: list[tuple[str, str, str]] = []
+    if email is not None:
+        found.append(("email", "invalid_email", email))
+    if phone is not None:
+        found.append(("phone", "invalid_phone", phone))
+    found.extend((name, "too_long", name) for name, field in too_long.items() if field is not None)
+    if tags_too_long:
+        found.append(("tags", "too_long", "tags"))
+    if custom is not None:
+        found.append(("custom_fields", "invalid_field", f"custom_fields: {custom}"))
+    return [CellError(field=f, code=c, message=m, column=source.get(f)) for f, c, m in found]
+
+
+def _source_columns(columns: ColumnMapping) -> dict[str, str]:
+    """Field → the header of the column it comes from (the first custom-field column for custom_fields)."""
+    found: dict[str, str] = {}
+    for header, target in zip(columns.headers, columns.fields, strict=True):
+        field = "custom_fields" if target.startswith(CUSTOM_PREFIX) else target
+        if field:
+            found.setdefault(field, header)
+    return found
+
+
+def _custom_fields(text: str | None, *, valid: bool) -> Any:
+    if text is None or not valid:
+        return text
+    return msgspec.json.decode(text)
