@@ -78,12 +78,12 @@ def revert_job(
     run, and once its before-images are past `retention_days`."""
     with conn.transaction():
         source = _lock_source(conn, account_id, job_id, retention_days=retention_days)
+        if source.dry_run:
+            raise ConflictError(f"bulk action {job_id} is a dry run: it changed nothing to revert")
         if source.status not in TERMINAL_STATUSES:
             raise ConflictError(
                 f"bulk action {job_id} has not ended (status {source.status}); revert it once it has"
             )
-        if source.dry_run:
-            raise ConflictError(f"bulk action {job_id} is a dry run: it changed nothing to revert")
         if source.images_expired:
             raise ConflictError(
                 f"the before-images of bulk action {job_id} were kept {retention_days} days and are gone"
