@@ -1,4 +1,5 @@
-"""The ClickHouse store on the real chDB engine: DSNs, DDL, inserts, and hostile strings kept as data."""
+"""The ClickHouse store on the real engine — chDB in process, and chDB behind the HTTP stand-in for a server
+(`clickhouse_http_support`) — DSNs, DDL, inserts, and hostile strings kept as data."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from crm_bulk.entitylog.shipper import ChunkFacts, outcome_rows
 from crm_bulk.entitylog.store import ClickHouseStore
 from crm_bulk.errors import BackendUnavailableError, CrmBulkError
 from crm_bulk.sqlfiles import sql_root
+from tests.integration.clickhouse_http_support import ENGINES, ContractLog, contract_log
 from tests.integration.entitylog_support import (
     client_of,
     count_outcomes,
@@ -29,14 +31,17 @@ pytestmark = pytest.mark.clickhouse
 ACCOUNT = 11
 
 
+@pytest.fixture(scope="module", params=ENGINES)
+def log(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractLog]:
+    """One store per module and engine: chDB hosts one data path per process, so it is closed before the
+    next; over HTTP the engine runs in the stand-in's process."""
+    with contract_log(request.param, tmp_path_factory.mktemp("chdb") / "data") as made:
+        yield made
+
+
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseStore]:
-    """One chDB store per module: chDB hosts one data path per process, so it is closed before the next."""
-    path = tmp_path_factory.mktemp("chdb")
-    ch = in_process_store(f"chdb://{path}")
-    ch.migrate()
-    yield ch
-    ch.close()
+def store(log: ContractLog) -> ClickHouseStore:
+    return log.store
 
 
 def _rows(
@@ -123,11 +128,12 @@ def test_unreachable_server_raises_on_connect_and_fails_the_check() -> None:
         count_outcomes(lazy, uuid.uuid4(), ACCOUNT)
 
 
-def test_the_check_answers_on_chdb(store: ClickHouseStore) -> None:
-    store.check()
-    assert engine_of(store).kind == "chdb"
+def test_the_check_answers(log: ContractLog) -> None:
+    log.store.check()
+    assert engine_of(log.store).kind == {"chdb": "chdb", "http": "server"}[log.kind]
 
 
+@pytest.mark.parametrize("log", ["chdb"], indirect=True)
 def test_a_second_chdb_path_in_the_same_process_is_refused(store: ClickHouseStore, tmp_path: Path) -> None:
     other = ClickHouseEngine(f"chdb://{tmp_path / 'other'}")
     with pytest.raises(BackendUnavailableError):

@@ -1,4 +1,5 @@
-"""The outbox shipper between the real PostgreSQL ledger and the real chDB engine."""
+"""The outbox shipper between the real PostgreSQL ledger and the real ClickHouse engine: chDB in process, and
+chDB behind the HTTP stand-in for a server (`clickhouse_http_support`), with shippers writing concurrently."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from crm_bulk.entitylog.store import ClickHouseStore
 from crm_bulk.errors import BackendUnavailableError
 from crm_bulk.settings import Settings
 from tests.databases import own_database
+from tests.integration.clickhouse_http_support import ENGINES, ContractLog, contract_log
 from tests.integration.entitylog_support import client_of, count_outcomes, in_process_store, plain
 
 pytestmark = [pytest.mark.postgres, pytest.mark.clickhouse]
@@ -45,13 +47,17 @@ def pg(shipper_db: str) -> Iterator[psycopg.Connection[Any]]:
         yield conn
 
 
+@pytest.fixture(scope="module", params=ENGINES)
+def log(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractLog]:
+    """One store per module and engine: chDB hosts one data path per process, so it is closed before the
+    next; over HTTP the engine runs in the stand-in's process."""
+    with contract_log(request.param, tmp_path_factory.mktemp("chdb") / "data") as made:
+        yield made
+
+
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseStore]:
-    """One chDB store per module: chDB hosts one data path per process, so it is closed before the next."""
-    ch = in_process_store(f"chdb://{tmp_path_factory.mktemp('chdb')}")
-    ch.migrate()
-    yield ch
-    ch.close()
+def store(log: ContractLog) -> ClickHouseStore:
+    return log.store
 
 
 @pytest.fixture(scope="module")
@@ -405,3 +411,49 @@ def test_an_outbox_written_by_the_apply_engine_ships(
     assert stats["outcomes"] == {"succeeded": 1, "failed": 1, "skipped": 1, "cancelled": 0}
     assert stats["errors_by_code"] == {"invalid_email": 1}
     assert stats["skipped_by_reason"] == {"duplicate_email": 1}
+
+
+SHIPPERS = 4
+
+
+def test_shippers_writing_concurrently_ship_each_chunk_once(
+    pg: psycopg.Connection[Any], log: ContractLog, account_id: int, shipper_db: str
+) -> None:
+    chunks = 40
+    job_id = make_job(pg, account_id, [outbox_bytes(n) for n in range(chunks)])
+    clients = [log.another_client() for _ in range(SHIPPERS)]
+    start = threading.Barrier(SHIPPERS)
+    shipped: list[list[int]] = [[] for _ in range(SHIPPERS)]
+    errors: list[BaseException] = []
+
+    def ship(n: int) -> None:
+        try:
+            with psycopg.connect(shipper_db) as conn:
+                start.wait(timeout=30)
+                while batch := ship_outcomes(conn, clients[n], batch_chunks=3):
+                    shipped[n].append(batch)
+        except BaseException as exc:  # reported below: a thread's failure must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ship, args=(n,)) for n in range(SHIPPERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for client in clients:
+        if client is not log.store:
+            client.close()
+    assert errors == []
+    assert sum(sum(batches) for batches in shipped) == chunks
+    assert sum(1 for batches in shipped if batches) >= 2, f"the shippers did not overlap: {shipped}"
+    assert ledger(pg, job_id) == [(n, False, True) for n in range(chunks)]
+    assert count_outcomes(log.store, job_id, account_id) == chunks * ROWS
+    ((rows, identities),) = (
+        client_of(log.store)
+        .query(
+            "SELECT count(), uniqExact(chunk_no, row_no) FROM entity_outcomes FINAL WHERE job_id = {j:UUID}",
+            parameters={"j": str(job_id)},
+        )
+        .result_rows
+    )
+    assert (rows, identities) == (chunks * ROWS, chunks * ROWS)
