@@ -8,9 +8,17 @@ import os
 import pytest
 
 from crm_bulk.errors import ConflictError
+from crm_bulk.jobs.control import cancel_job
 from crm_bulk.jobs.derived import revert_job
 from crm_bulk.postgres import Conn
-from tests.integration.apply_support import codes, counts_add_up, insert_contacts, new_account, submit
+from tests.integration.apply_support import (
+    codes,
+    counts_add_up,
+    insert_contacts,
+    new_account,
+    outcomes,
+    submit,
+)
 from tests.integration.derived_support import RETENTION_DAYS, checksum, revert_to_end, run_to_end
 
 pytestmark = pytest.mark.postgres
@@ -209,3 +217,19 @@ def test_only_ended_real_jobs_within_retention_can_be_reverted(conn: Conn) -> No
     conn.execute("UPDATE bulk_actions SET finished_at = now() - interval '31 days' WHERE id = %s", (done.id,))
     with pytest.raises(ConflictError, match="30 days"):
         revert_job(conn, account_id=account, created_by=None, job_id=done.id, retention_days=RETENTION_DAYS)
+
+
+def test_a_cancelled_revert_logs_its_contacts_as_cancelled(conn: Conn) -> None:
+    account = new_account(conn)
+    ids = insert_contacts(conn, account, [{"email": f"k{i}@example.com"} for i in range(3)])
+    job = run_to_end(conn, account, {"action": "add_tags", "target": {"ids": ids}, "tags": ["k"]})
+    revert = revert_job(
+        conn, account_id=account, created_by=None, job_id=job.id, retention_days=RETENTION_DAYS
+    )
+
+    cancelled = cancel_job(conn, account, revert.id)
+
+    assert (cancelled.status, cancelled.cancelled) == ("cancelled", 3)
+    logged = outcomes(conn, revert.id)
+    assert logged.get_column("entity_id").to_list() == ids
+    assert set(logged.get_column("code")) == {"cancelled"}

@@ -107,9 +107,9 @@ def uniform_outcomes(entities: pl.DataFrame, *, code: str, message: str | None =
     if code not in CODE_OUTCOME:
         raise ValueError(f"unknown outcome code {code!r}")
     n = entities.height
-    entity_id = (
-        entities.get_column("id") if "id" in entities.columns else pl.Series([None] * n, dtype=pl.Int64)
-    )
+    # Id chunks carry `id`; a revert chunk (a before-image) carries `entity_id`; import rows have none yet.
+    id_column = next((name for name in ("id", "entity_id") if name in entities.columns), None)
+    entity_id = entities.get_column(id_column) if id_column else pl.Series([None] * n, dtype=pl.Int64)
     email = (
         entities.get_column("email") if "email" in entities.columns else pl.Series([None] * n, dtype=pl.Utf8)
     )
