@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 SOURCES := pyproject.toml Cargo.toml $(shell find rust -name '*.rs' 2>/dev/null)
 
-.PHONY: install run test lint bench services-start services-stop clean
+.PHONY: install run test lint chart-lint bench services-start services-stop clean
 
 $(STAMP): $(SOURCES)
 	@command -v cargo >/dev/null || { echo "make: a Rust toolchain (cargo) is required: https://rustup.rs" >&2; exit 1; }
@@ -27,7 +27,7 @@ test: install
 	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 
-lint: install
+lint: install chart-lint
 	$(VENV)/bin/ruff check python tests benchmarks
 	$(VENV)/bin/ruff format --check python tests benchmarks
 	$(VENV)/bin/mypy
@@ -35,6 +35,11 @@ lint: install
 	$(PY) -m mypy.stubtest crm_bulk._core
 	cargo clippy --all-targets -- -D warnings
 	cargo test
+
+# The Helm chart, offline: helm lint, manifests against the Kubernetes and CRD schemas, checkov (tools built
+# or installed once into .tools/ by scripts/helm_tools.sh; Go is needed the first time, for helm).
+chart-lint:
+	scripts/helm_tools.sh lint
 
 # The throughput suite on an isolated stack of its own (its own PostgreSQL, API, workers and scheduler; results
 # and chart in bench-results/), then the pytest-benchmark micro benchmarks. Options through BENCH_ARGS, e.g.
