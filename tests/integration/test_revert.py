@@ -9,7 +9,7 @@ import pytest
 
 from crm_bulk.errors import ConflictError
 from crm_bulk.jobs.control import cancel_job
-from crm_bulk.jobs.derived import revert_job
+from crm_bulk.jobs.derived import purge_before_images, revert_job
 from crm_bulk.postgres import Conn
 from tests.integration.apply_support import (
     codes,
@@ -233,3 +233,22 @@ def test_a_cancelled_revert_logs_its_contacts_as_cancelled(conn: Conn) -> None:
     logged = outcomes(conn, revert.id)
     assert logged.get_column("entity_id").to_list() == ids
     assert set(logged.get_column("code")) == {"cancelled"}
+
+
+def test_images_of_jobs_ended_past_the_retention_are_purged(conn: Conn) -> None:
+    account = new_account(conn)
+    ids = insert_contacts(conn, account, [{"email": f"g{i}@example.com"} for i in range(4)])
+    old = run_to_end(conn, account, {"action": "add_tags", "target": {"ids": ids[:2]}, "tags": ["g"]})
+    recent = run_to_end(conn, account, {"action": "add_tags", "target": {"ids": ids[2:]}, "tags": ["g"]})
+    conn.execute("UPDATE bulk_actions SET finished_at = now() - interval '31 days' WHERE id = %s", (old.id,))
+    conn.execute(
+        "UPDATE bulk_action_chunk_images SET created_at = now() - interval '31 days' WHERE job_id = ANY(%s)",
+        ([old.id, recent.id],),
+    )
+
+    assert purge_before_images(conn, retention_days=RETENTION_DAYS) >= 1
+
+    kept = conn.execute(
+        "SELECT job_id FROM bulk_action_chunk_images WHERE job_id = ANY(%s)", ([old.id, recent.id],)
+    ).fetchall()
+    assert kept == [(recent.id,)]

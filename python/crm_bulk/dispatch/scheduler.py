@@ -21,6 +21,7 @@ import psycopg
 
 from crm_bulk.dispatch.release import release_chunks, release_stale_chunks
 from crm_bulk.errors import CrmBulkError
+from crm_bulk.jobs.derived import purge_before_images
 from crm_bulk.jobs.lifecycle import (
     discard_abandoned_uploads,
     finish_jobs,
@@ -152,6 +153,7 @@ class _DispatchPass:
             self._counters.republished += release_stale_chunks(
                 conn, self._publisher, older_than_seconds=STALE_AFTER_SECONDS
             )
+            purge_before_images(conn, retention_days=self._settings.before_image_retention_days)
             self._last_stale = now
             if len(self._reported) > 10_000:
                 self._reported.clear()

@@ -18,6 +18,7 @@ import msgspec
 from crm_bulk.apply.images import PreviewItem, decode_image, preview_items
 from crm_bulk.errors import ConflictError, NotFoundError, ValidationError
 from crm_bulk.jobs.repository import TERMINAL_STATUSES, Job, get_job
+from crm_bulk.ledger.images import PURGE_BATCH, purge_expired_images
 from crm_bulk.postgres import Conn
 from crm_bulk.sqlfiles import query
 
@@ -126,6 +127,21 @@ def preview(conn: Conn, *, account_id: int, job_id: UUID, limit: int = 50) -> Pr
         if len(items) >= limit:
             break
     return Preview(items=items[:limit])
+
+
+def purge_before_images(conn: Conn, *, retention_days: int) -> int:
+    """Delete before-images and samples of jobs that ended more than `retention_days` ago, a batch at a
+    time (the scheduler calls it every minute); return how many chunks' images went."""
+    purged = 0
+    while True:
+        with conn.transaction():
+            batch = purge_expired_images(conn, retention_days=retention_days)
+        purged += batch
+        if batch < PURGE_BATCH:
+            break
+    if purged:
+        log.info("purged the before-images of %d chunks (kept %d days)", purged, retention_days)
+    return purged
 
 
 def _lock_source(conn: Conn, account_id: int, job_id: UUID, *, retention_days: int) -> _Source:
