@@ -69,6 +69,14 @@ def event_id_for(job_id: UUID, event: str) -> str:
     return "msg_" + uuid.uuid5(_EVENT_ID_NAMESPACE, f"{job_id}/{event}").hex
 
 
+def has_subscribers(conn: Conn, *, account_id: int, event: str) -> bool:
+    """Whether an enabled endpoint of the account subscribes to `event`."""
+    row = conn.execute(
+        query("postgres", "webhooks", "has_subscribers"), {"account_id": account_id, "event": event}
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def enqueue_job_event(conn: Conn, *, account_id: int, job_id: UUID, event: str, job: object) -> int:
     """Write `event` with `job` (its API view) for every endpoint of the account subscribed to it, in the
     caller's transaction; return how many deliveries were added (0 when none subscribes, or when the event

@@ -42,6 +42,14 @@ DELETE FROM webhook_endpoints WHERE account_id = %(account_id)s AND id = %(id)s 
 -- The receiver answered 410 Gone: it wants no more deliveries.
 UPDATE webhook_endpoints SET enabled = false, updated_at = now() WHERE id = %(id)s
 
+-- name: has_subscribers
+-- Whether any enabled endpoint of the account wants the event: most jobs have none to tell, and then the
+-- job's view need not be built.
+SELECT EXISTS (
+    SELECT 1 FROM webhook_endpoints
+    WHERE account_id = %(account_id)s AND enabled AND %(event)s = ANY (events)
+)
+
 -- name: enqueue_event
 -- One delivery per enabled endpoint of the account that subscribed to the event, in the caller's
 -- transaction. The event id is derived from the job and the event, so writing the same event twice adds
