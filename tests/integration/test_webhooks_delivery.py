@@ -12,6 +12,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -33,12 +36,17 @@ from crm_bulk.postgres import Conn
 from crm_bulk.settings import Settings
 from crm_bulk.webhooks import endpoints, outbox
 from crm_bulk.webhooks.deliverer import DelivererCounters, run_deliverer
-from crm_bulk.webhooks.delivery import WebhookSender, claim_due
+from crm_bulk.webhooks.delivery import AttemptResult, RetrySchedule, WebhookSender, claim_due, record_attempt
 from crm_bulk.webhooks.outbox import event_id_for
 from crm_bulk.webhooks.sealing import SecretBox
 from crm_bulk.webhooks.targets import AddressPolicy, IPAddress
 from tests.databases import own_database, quiet_connection
-from tests.integration.pipeline_support import make_account, seed_contacts, stamp_outboxes_shipped
+from tests.integration.pipeline_support import (
+    make_account,
+    seed_contacts,
+    settings_env,
+    stamp_outboxes_shipped,
+)
 from tests.integration.server_support import free_port
 from tests.integration.test_scheduler_lifecycle import RecordingPublisher
 from tests.integration.webhook_receiver import Received, Script, receiving
@@ -407,3 +415,54 @@ def test_redelivery_sends_the_same_body_under_the_same_id_and_410_disables(conn:
     assert endpoints.get_endpoint(conn, account, endpoint_id).enabled is False
     with pytest.raises(Exception, match="disabled"):
         outbox.redeliver(conn, account, endpoint_id, row["id"])
+
+
+def test_a_lapsed_claim_is_delivered_by_another_deliverer_and_its_late_answer_dropped(
+    conn: Conn, hooks_db: str
+) -> None:
+    settings = _settings(hooks_db)
+    account = make_account(conn)
+    with receiving() as receiver:
+        endpoint_id, secret = _endpoint(conn, settings, account, receiver.url(), ["job.started"])
+        job_id = _job(conn, account)
+        plan_next_job(conn, chunk_size=100)
+        # A deliverer claims the delivery for 1 s and dies before it answers.
+        (abandoned,) = claim_due(conn, limit=10, lease_seconds=1.0)
+        assert claim_due(conn, limit=10, lease_seconds=1.0) == []  # held while the lease lasts
+        with delivering(settings):
+            (request,) = receiver.wait_for(1, timeout=30)
+            (row,) = _wait_status(conn, endpoint_id, "succeeded", count=1, timeout=10)
+    assert request.headers["webhook-id"] == abandoned.event_id == event_id_for(job_id, "job.started")
+    _verified(secret, request)
+    assert row["attempts"] == 2
+    # The dead deliverer's answer, arriving late, changes nothing.
+    record_attempt(
+        conn, abandoned, AttemptResult(ok=False, status_code=500, error="HTTP 500"), RetrySchedule((1.0,))
+    )
+    (after,) = _deliveries(conn, endpoint_id)
+    assert (after["status"], after["last_status_code"], after["attempts"]) == ("succeeded", 200, 2)
+
+
+def test_the_webhooks_command_delivers_and_stops_on_sigterm(conn: Conn, hooks_db: str) -> None:
+    settings = _settings(hooks_db)
+    account = make_account(conn)
+    with receiving() as receiver:
+        endpoint_id, secret = _endpoint(conn, settings, account, receiver.url(), ["job.started"])
+        job_id = _job(conn, account)
+        plan_next_job(conn, chunk_size=100)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "crm_bulk.cli", "webhooks"],
+            env=settings_env(settings),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            (request,) = receiver.wait_for(1, timeout=60)
+            _wait_status(conn, endpoint_id, "succeeded", count=1, timeout=10)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output.decode()
+    assert request.headers["webhook-id"] == event_id_for(job_id, "job.started")
+    _verified(secret, request)
+    assert secret not in output.decode()

@@ -154,3 +154,8 @@ def test_bad_webhook_settings_name_their_variable(field: str, value: Any) -> Non
     with pytest.raises(ConfigError, match=field.upper()):
         overrides: dict[str, Any] = {field: value}
         replace(Settings(), **overrides).validate()
+
+
+def test_an_international_name_travels_as_its_ascii_form() -> None:
+    target = parse_target("https://bücher.example/hook")
+    assert (target.host, target.host_header) == ("xn--bcher-kva.example", "xn--bcher-kva.example")

@@ -18,7 +18,7 @@ import psycopg
 
 from crm_bulk.errors import CrmBulkError
 from crm_bulk.postgres import OnDemandConnection
-from crm_bulk.retry import RetryStopped, on_types, until_stopped
+from crm_bulk.retry import RetryStopped, describe, on_types, until_stopped
 from crm_bulk.settings import Settings
 from crm_bulk.webhooks.delivery import (
     AttemptResult,
@@ -68,7 +68,7 @@ class _DeliveryLoop:
         """Record the answers that came in, then fill free slots with due deliveries; return how many were
         claimed. Answers whose recording failed are kept for the next pass."""
         for future in [f for f in self._inflight if f.done()]:
-            self._answered.append((self._inflight.pop(future), future.result()))
+            self._answered.append((self._inflight.pop(future), _answer_of(future)))
         conn = self._db.get()
         while self._answered:
             delivery, result = self._answered[0]
@@ -114,6 +114,15 @@ class _DeliveryLoop:
             self._counters.retried += 1
         else:
             self._counters.failed += 1
+
+
+def _answer_of(future: Future[AttemptResult]) -> AttemptResult:
+    """The attempt's result; an error the sender did not foresee is a failed attempt, not a dead loop."""
+    error = future.exception()
+    if error is None:
+        return future.result()
+    log.error("webhook attempt raised", exc_info=error)
+    return AttemptResult(ok=False, error=f"internal error: {describe(error)}")
 
 
 def run_deliverer(settings: Settings, stop_event: threading.Event) -> DelivererCounters:

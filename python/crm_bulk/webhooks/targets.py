@@ -74,13 +74,22 @@ def parse_target(url: str) -> Target:
             field="url",
             code="invalid_url",
         )
+    try:
+        # International names travel as their ASCII (IDNA) form: in DNS and in the Host header alike.
+        host = (
+            parts.hostname.encode("idna").decode("ascii") if not parts.hostname.isascii() else parts.hostname
+        )
+    except UnicodeError:
+        raise ValidationError(
+            "url has a host name that is not valid", field="url", code="invalid_url"
+        ) from None
     path = parts.path or "/"
     if parts.query:
         path = f"{path}?{parts.query}"
     return Target(
         url=url,
         scheme=parts.scheme,
-        host=parts.hostname,
+        host=host,
         port=port or _DEFAULT_PORTS[parts.scheme],
         path=path,
     )
