@@ -1,0 +1,1 @@
+"""The `crm-bulk` client commands: the REST API from a terminal (login, imports, bulk actions, jobs)."""
