@@ -6,9 +6,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import psycopg
 from litestar import Litestar
 from litestar.testing import TestClient
@@ -17,6 +25,7 @@ from crm_bulk.apply.engine import apply_chunk
 from crm_bulk.entitylog.shipper import ship_outcomes
 from crm_bulk.jobs.lifecycle import finish_jobs, start_planned_jobs
 from crm_bulk.planner import plan_job
+from tests.integration.server_support import free_port
 
 NDJSON = {"Accept": "application/x-ndjson"}
 
@@ -72,3 +81,43 @@ def csv_rows(text: str) -> list[dict[str, str]]:
 def ndjson_rows(text: str) -> list[dict[str, Any]]:
     """An NDJSON answer's rows."""
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def status_mb(pid: int, field: str) -> float:
+    """A memory figure of /proc/<pid>/status in MB (`VmHWM`: the resident-set peak since the start)."""
+    for row in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if row.startswith(f"{field}:"):
+            return int(row.split()[1]) / 1024
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+@contextmanager
+def api_process(database_url: str, data_dir: Path) -> Iterator[tuple[str, int]]:
+    """`crm-bulk api` in a process of its own on a free port, with its chDB store under `data_dir` (one
+    process at a time may own it); yields (base URL, pid)."""
+    port = free_port()
+    env = os.environ | {
+        "CRM_BULK_DATABASE_URL": database_url,
+        "CRM_BULK_JWT_SECRET": "a test secret that is certainly long enough",
+        "CRM_BULK_DATA_DIR": str(data_dir),
+        "CRM_BULK_API_PORT": str(port),
+        "CRM_BULK_LOG_LEVEL": "WARNING",
+    }
+    env.pop("CRM_BULK_REDIS_URL", None)
+    process = subprocess.Popen([sys.executable, "-m", "crm_bulk.cli", "api"], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, "the API process exited"
+            assert time.monotonic() < deadline, "the API process did not start"
+            time.sleep(0.2)
+        yield base, process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=60)

@@ -37,6 +37,8 @@ _TRANSIENT_CODES = frozenset(
     {3, 159, 160, 202, 203, 209, 210, 236, 241, 242, 252, 319, 394, 425, 439, 473, 999}
 )
 _STATEMENT_END = re.compile(r";\s*$", re.MULTILINE)
+# Rows per table a streamed query yields: a few MB of result rows, whatever ClickHouse's block size.
+STREAM_ROWS = 4096
 
 
 class ClickHouseEngine:
@@ -153,11 +155,17 @@ class ClickHouseEngine:
 
 
 def _tables(blocks: Iterable[Sequence[Sequence[Any]]], schema: pa.Schema, name: str) -> Iterator[pa.Table]:
-    """Each block's columns (as clickhouse-connect decodes them) as one Arrow table of `schema`."""
+    """Each block's columns (as clickhouse-connect decodes them) as Arrow tables of `schema`, at most
+    `STREAM_ROWS` rows each, so a reader (and the store host's pipe) never holds a large block at once."""
     with _translated(name):
         for columns in blocks:
-            arrays = [pa.array(column, type=kind) for column, kind in zip(columns, schema.types, strict=True)]
-            yield pa.Table.from_arrays(arrays, schema=schema)
+            rows = len(columns[0]) if columns else 0
+            for start in range(0, rows, STREAM_ROWS):
+                arrays = [
+                    pa.array(column[start : start + STREAM_ROWS], type=kind)
+                    for column, kind in zip(columns, schema.types, strict=True)
+                ]
+                yield pa.Table.from_arrays(arrays, schema=schema)
 
 
 def split_statements(text: str) -> list[str]:

@@ -77,3 +77,5 @@ WHERE account_id = {account_id:UInt64} AND job_id = {job_id:UUID}
   AND outcome IN {outcomes:Array(String)}
   AND result IN {results:Array(String)}
 ORDER BY chunk_no, row_no
+-- Blocks of a few thousand rows: the reader streams them (ClickHouseEngine.stream), one at a time.
+SETTINGS max_block_size = 8192
