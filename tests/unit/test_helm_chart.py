@@ -218,18 +218,29 @@ def test_every_pod_is_hardened() -> None:
 
 def test_each_component_may_reach_only_its_backends() -> None:
     docs = render()
-    ports = {
-        component: {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    policies = {
+        policy["metadata"]["labels"]["app.kubernetes.io/component"]: policy["spec"]
         for policy in docs
         if policy["kind"] == "NetworkPolicy"
-        for component in [policy["metadata"]["labels"]["app.kubernetes.io/component"]]
+    }
+    ports = {
+        component: {p["port"] for rule in spec["egress"] for p in rule.get("ports", [])}
+        for component, spec in policies.items()
     }
     assert ports == {
         "api": {53, 5432, 9092, 8123, 8443, 6379, 6380},
         "worker": {53, 5432, 9092, 8123, 8443, 6379, 6380},
         "scheduler": {53, 5432, 9092, 6379, 6380},
+        "webhooks": {53, 5432},
         "migrate": {53, 5432},
     }
+    # Only the webhook deliverer has a rule without ports: public receivers, private ranges excluded.
+    [open_rule] = [rule for spec in policies.values() for rule in spec["egress"] if "ports" not in rule]
+    assert open_rule == policies["webhooks"]["egress"][-1]
+    assert "10.0.0.0/8" in open_rule["to"][0]["ipBlock"]["except"]
+    # Nothing may connect to the deliverer or the migrations; each other component on its own port only.
+    assert policies["webhooks"]["ingress"] == policies["migrate"]["ingress"] == []
+    assert policies["worker"]["ingress"][0]["ports"] == [{"port": 9101, "protocol": "TCP"}]
 
 
 def exposed_metric_names() -> set[str]:
