@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -20,10 +21,16 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from standardwebhooks.webhooks import Webhook
 
 from crm_bulk.actions.specs import BulkActionRequest, Target
@@ -466,3 +473,69 @@ def test_the_webhooks_command_delivers_and_stops_on_sigterm(conn: Conn, hooks_db
     assert request.headers["webhook-id"] == event_id_for(job_id, "job.started")
     _verified(secret, request)
     assert secret not in output.decode()
+
+
+def _certificate(name: str, directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A self-signed certificate for `name`: the receiver's TLS context and a client context trusting it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    (directory / "cert.pem").write_bytes(cert_pem)
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    client = ssl.create_default_context(cadata=cert_pem.decode())
+    return server, client
+
+
+@pytest.mark.parametrize("certified", ["hooks.example.test", "other.example.test"])
+def test_https_connects_to_the_checked_address_and_verifies_the_urls_host(
+    conn: Conn, hooks_db: str, tmp_path: Path, certified: str
+) -> None:
+    settings = _settings(hooks_db)
+    account = make_account(conn)
+    server_tls, client_tls = _certificate(certified, tmp_path)
+    policy = AddressPolicy(
+        allowed=settings.webhook_allowed_network_list(),
+        resolver=_resolver({"hooks.example.test": ["127.0.0.1"]}),
+    )
+    sender = WebhookSender(
+        policy=policy, box=SecretBox.from_settings(settings), timeout_seconds=2.0, verify=client_tls
+    )
+    with receiving(tls=server_tls) as receiver:
+        url = f"https://hooks.example.test:{receiver.port}/in"
+        _, secret = _endpoint(conn, settings, account, url, ["job.started"])
+        _job(conn, account)
+        plan_next_job(conn, chunk_size=100)
+        (claimed,) = claim_due(conn, limit=10, lease_seconds=30)
+        result = sender.attempt(claimed)
+        time.sleep(0.2)
+        received = list(receiver.received)
+    sender.close()
+    if certified == "hooks.example.test":
+        assert result.ok, result
+        (request,) = received
+        assert request.headers["host"] == f"hooks.example.test:{receiver.port}"
+        _verified(secret, request)
+    else:
+        # The certificate names another host: refused, though the address is the checked one.
+        assert not result.ok
+        assert result.error is not None and "certificate" in result.error.lower()
+        assert received == []

@@ -3,6 +3,7 @@ from a script (status and delay per request), so outages, errors and slow answer
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -91,10 +92,15 @@ def _handler(receiver_ref: list[Receiver]) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def receiving(script: Script | None = None, *, port: int = 0) -> Iterator[Receiver]:
-    """A receiver listening on 127.0.0.1 (`port`, or any free one) until the block ends."""
+def receiving(
+    script: Script | None = None, *, port: int = 0, tls: ssl.SSLContext | None = None
+) -> Iterator[Receiver]:
+    """A receiver listening on 127.0.0.1 (`port`, or any free one), over TLS with `tls`, until the block
+    ends."""
     ref: list[Receiver] = []
     server = ThreadingHTTPServer(("127.0.0.1", port), _handler(ref))
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True
     receiver = Receiver(server, script or Script())
     ref.append(receiver)

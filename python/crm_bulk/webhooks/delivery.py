@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import time
 import uuid
 from dataclasses import dataclass
@@ -154,9 +155,17 @@ def record_attempt(
 
 class WebhookSender:
     """Sends one claimed delivery: checks the target's resolved addresses, connects to the checked one
-    (TLS still verified against the URL's host), signs, and reports the answer. Thread-safe."""
+    (TLS still verified against the URL's host, with the system's CAs unless `verify` says otherwise),
+    signs, and reports the answer. Thread-safe."""
 
-    def __init__(self, *, policy: AddressPolicy, box: SecretBox, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        *,
+        policy: AddressPolicy,
+        box: SecretBox,
+        timeout_seconds: float,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
         self._policy = policy
         self._box = box
         self.timeout_seconds = timeout_seconds
@@ -167,6 +176,7 @@ class WebhookSender:
             limits=httpx.Limits(max_keepalive_connections=0),
             follow_redirects=False,
             trust_env=False,
+            verify=verify,
         )
 
     @classmethod
