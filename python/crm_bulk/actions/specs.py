@@ -44,10 +44,27 @@ PHONE_REGION = "US"
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
+def _documented(**bounds: object) -> msgspec.Meta:
+    """Bounds the OpenAPI document states for a part that `validate_request` checks itself, with the same
+    constants: its checks name the field and code a client gets, so msgspec only publishes them."""
+    return msgspec.Meta(extra_json_schema=bounds)
+
+
+TargetIds = Annotated[
+    list[Annotated[int, _documented(minimum=1)]], _documented(minItems=1, maxItems=MAX_TARGET_IDS)
+]
+ActionTags = Annotated[
+    list[Annotated[str, _documented(minLength=1, maxLength=TAG_MAX_CHARS)]],
+    _documented(minItems=1, maxItems=MAX_TAGS),
+]
+SetFields = Annotated[dict[str, str], _documented(propertyNames={"enum": list(SETTABLE_FIELDS)})]
+UnsetFields = list[Annotated[str, _documented(enum=list(NULLABLE_FIELDS))]]
+
+
 class Target(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Which contacts an action touches: exactly one of `ids`, `filter`, `all`."""
 
-    ids: list[int] | None = None
+    ids: TargetIds | None = None
     filter: dict[str, dict[str, Any]] | None = None
     all: bool | None = None
 
@@ -55,8 +72,8 @@ class Target(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 class Changes(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """What an `update` does to every target contact."""
 
-    set: dict[str, str] = msgspec.field(default_factory=dict)
-    unset: list[str] = msgspec.field(default_factory=list)
+    set: SetFields = msgspec.field(default_factory=dict)
+    unset: UnsetFields = msgspec.field(default_factory=list)
     custom_fields: dict[str, Any] = msgspec.field(default_factory=dict)
     remove_custom_fields: list[str] = msgspec.field(default_factory=list)
 
@@ -80,7 +97,7 @@ class BulkActionRequest(msgspec.Struct, forbid_unknown_fields=True, omit_default
     action: Action
     target: Target | None = None
     changes: Changes | None = None
-    tags: list[str] | None = None
+    tags: ActionTags | None = None
     records: list[ImportRecord] | None = None
     on_duplicate: OnDuplicate | None = None
     scheduled_for: AwareDatetime | None = None

@@ -10,8 +10,15 @@ from msgspec import UNSET, UnsetType
 
 from crm_bulk.actions.specs import FIELD_MAX_CHARS, MAX_TAGS, TAG_MAX_CHARS
 
+# The format is what the document promises; the Rust kernel (contacts.validation) is what judges an address.
 Email = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=FIELD_MAX_CHARS["email"], examples=["ada@example.com"])
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=FIELD_MAX_CHARS["email"],
+        examples=["ada@example.com"],
+        extra_json_schema={"format": "email"},
+    ),
 ]
 Name = Annotated[str, msgspec.Meta(max_length=FIELD_MAX_CHARS["first_name"])]
 Phone = Annotated[str, msgspec.Meta(max_length=FIELD_MAX_CHARS["phone"], examples=["+44 20 7946 0958"])]

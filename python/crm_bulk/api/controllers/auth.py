@@ -24,8 +24,15 @@ from crm_bulk.ratelimit import Decision
 
 log = logging.getLogger(__name__)
 
+# The format is what the document promises; accounts.normalize_login_email is what judges an address.
 Email = Annotated[
-    str, msgspec.Meta(min_length=3, max_length=accounts.MAX_EMAIL_LENGTH, examples=["ada@example.com"])
+    str,
+    msgspec.Meta(
+        min_length=3,
+        max_length=accounts.MAX_EMAIL_LENGTH,
+        examples=["ada@example.com"],
+        extra_json_schema={"format": "email"},
+    ),
 ]
 Password = Annotated[
     str, msgspec.Meta(min_length=1, max_length=256, examples=["correct horse battery staple"])

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.di import NamedDependency
+from litestar.openapi.spec import OpenAPIFormat
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from crm_bulk.api.dependencies import Connection
@@ -71,10 +72,16 @@ class ContactController(Controller):
             OptionalText, QueryParameter(name="tags.contains", description="Has this tag")
         ] = None,
         created_at_gte: Annotated[
-            OptionalText, QueryParameter(name="created_at.gte", description="Created at or after (ISO 8601)")
+            OptionalText,
+            QueryParameter(
+                name="created_at.gte", format=OpenAPIFormat.DATE_TIME, description="Created at or after"
+            ),
         ] = None,
         created_at_lt: Annotated[
-            OptionalText, QueryParameter(name="created_at.lt", description="Created before (ISO 8601)")
+            OptionalText,
+            QueryParameter(
+                name="created_at.lt", format=OpenAPIFormat.DATE_TIME, description="Created before"
+            ),
         ] = None,
     ) -> ContactPage:
         """Any filter-language condition works as `field=value` (eq) or `field.op=value`, e.g.
