@@ -163,6 +163,35 @@ def _rows(records: pl.DataFrame, lines: list[int], columns: ColumnMapping) -> li
         ],
         pl.col("tags").list.eval(pl.element().drop_nulls().unique().sort()),
     )
+    checks = _checks(records)
+    source = _source_columns(columns)
+    rows: list[PreviewRow] = []
+    # Plain Python rows from here: indexing Series element by element costs more than the checks themselves.
+    for i, (raw, check) in enumerate(
+        zip(records.iter_rows(named=True), checks.iter_rows(named=True), strict=True)
+    ):
+        errors = _cell_errors(source, raw, check)
+        if check["email_normalized"] is not None and not check["is_first"]:
+            first = check["first_index"]
+            errors.append(
+                CellError(
+                    field="email",
+                    code="duplicate_in_input",
+                    message=f"repeats the email of line {lines[first] if first < len(lines) else first + 1}",
+                    column=source.get("email"),
+                )
+            )
+        record = dict(raw)
+        record["email"] = check["email_normalized"] or raw["email"]
+        record["phone"] = check["phone_e164"] or raw["phone"]
+        record["custom_fields"] = _custom_fields(raw["custom_fields"], valid=check["custom_code"] is None)
+        rows.append(PreviewRow(line=lines[i] if i < len(lines) else i + 1, record=record, errors=errors))
+    return rows
+
+
+def _checks(records: pl.DataFrame) -> pl.DataFrame:
+    """Per record, the kernels' verdicts: normalised email and phone, their codes, each field's length,
+    tags, the custom-fields document, and whether the email is the first of its kind in the sample."""
     normalized, email_code = kernels.normalize_emails(records.get_column("email"))
     e164, phone_code = kernels.normalize_phones(records.get_column("phone"), default_region=PHONE_REGION)
     custom_code = kernels.validate_custom_fields(
@@ -170,63 +199,46 @@ def _rows(records: pl.DataFrame, lines: list[int], columns: ColumnMapping) -> li
         max_bytes=CUSTOM_FIELDS_MAX_BYTES,
         max_depth=CUSTOM_FIELDS_MAX_DEPTH,
     )
-    too_long = {
-        name: kernels.validate_lengths(records.select(name), {name: FIELD_MAX_CHARS[name]}).to_list()
-        for name in IMPORT_TEXT_COLUMNS
-    }
-    tags_too_long = records.select(
-        (pl.col("tags").list.len() > MAX_TAGS)
-        | (pl.col("tags").list.eval(pl.element().str.len_chars()).list.max() > TAG_MAX_CHARS)
-    ).to_series()
-    is_first, first_index = kernels.first_occurrence(normalized)
-    source = _source_columns(columns)
-    rows: list[PreviewRow] = []
-    for i, raw in enumerate(records.iter_rows(named=True)):
-        errors = _cell_errors(
-            source,
-            email=email_code[i],
-            phone=phone_code[i] if raw["phone"] is not None else None,
-            custom=custom_code[i],
-            too_long={name: codes[i] for name, codes in too_long.items()},
-            tags_too_long=bool(tags_too_long[i]),
+    # Lengths as `kernels.validate_lengths` measures them (characters), for every field rather than the first
+    # too long, in one pass with the tags' bounds.
+    lengths = records.select(
+        *[
+            (pl.col(name).str.len_chars() > FIELD_MAX_CHARS[name]).fill_null(False).alias(f"long_{name}")
+            for name in IMPORT_TEXT_COLUMNS
+        ],
+        (
+            (pl.col("tags").list.len() > MAX_TAGS)
+            | (pl.col("tags").list.eval(pl.element().str.len_chars()).list.max() > TAG_MAX_CHARS)
         )
-        if normalized[i] is not None and not is_first[i]:
-            first_line = lines[first_index[i]] if first_index[i] < len(lines) else first_index[i] + 1
-            errors.append(
-                CellError(
-                    field="email",
-                    code="duplicate_in_input",
-                    message=f"repeats the email of line {first_line}",
-                    column=source.get("email"),
-                )
-            )
-        record = dict(raw)
-        record["email"] = normalized[i] if normalized[i] is not None else raw["email"]
-        record["phone"] = e164[i] if e164[i] is not None else raw["phone"]
-        record["custom_fields"] = _custom_fields(raw["custom_fields"], valid=custom_code[i] is None)
-        rows.append(PreviewRow(line=lines[i] if i < len(lines) else i + 1, record=record, errors=errors))
-    return rows
+        .fill_null(False)
+        .alias("tags_too_long"),
+    )
+    is_first, first_index = kernels.first_occurrence(normalized)
+    return pl.DataFrame(
+        [
+            normalized.alias("email_normalized"),
+            email_code.alias("email_code"),
+            e164.alias("phone_e164"),
+            phone_code.alias("phone_code"),
+            custom_code.alias("custom_code"),
+            is_first.alias("is_first"),
+            first_index.alias("first_index"),
+            *lengths.get_columns(),
+        ]
+    )
 
 
-def _cell_errors(
-    source: dict[str, str],
-    *,
-    email: str | None,
-    phone: str | None,
-    custom: str | None,
-    too_long: dict[str, str | None],
-    tags_too_long: bool,
-) -> list[CellError]:
+def _cell_errors(source: dict[str, str], raw: dict[str, Any], check: dict[str, Any]) -> list[CellError]:
     found: list[tuple[str, str, str]] = []
-    if email is not None:
-        found.append(("email", "invalid_email", email))
-    if phone is not None:
-        found.append(("phone", "invalid_phone", phone))
-    found.extend((name, "too_long", name) for name, field in too_long.items() if field is not None)
-    if tags_too_long:
+    if check["email_code"] is not None:
+        found.append(("email", "invalid_email", check["email_code"]))
+    if raw["phone"] is not None and check["phone_code"] is not None:
+        found.append(("phone", "invalid_phone", check["phone_code"]))
+    found.extend((name, "too_long", name) for name in IMPORT_TEXT_COLUMNS if check[f"long_{name}"])
+    if check["tags_too_long"]:
         found.append(("tags", "too_long", "tags"))
-    if custom is not None:
-        found.append(("custom_fields", "invalid_field", f"custom_fields: {custom}"))
+    if check["custom_code"] is not None:
+        found.append(("custom_fields", "invalid_field", f"custom_fields: {check['custom_code']}"))
     return [CellError(field=f, code=c, message=m, column=source.get(f)) for f, c, m in found]
 
 
