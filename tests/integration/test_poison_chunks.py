@@ -4,6 +4,7 @@ its Kafka partition too) complete, the counts are exact and the log holds one fi
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,13 +16,19 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from crm_bulk.apply.engine import apply_chunk
+from crm_bulk.entitylog.outbox import decode_outcomes
 from crm_bulk.entitylog.store import ClickHouseStore
+from crm_bulk.jobs.lifecycle import finish_jobs, plan_next_job
+from crm_bulk.jobs.repository import get_job
+from crm_bulk.ledger import POISON_CODE, count_delivery, fail_chunk, poison_reason
 from crm_bulk.queue.kafka.admin import delete_topics
 from crm_bulk.queue.kafka.configuration import consumer_config
 from crm_bulk.queue.kafka.dead_letters import KafkaDeadLetterReader
 from crm_bulk.queue.messages import DeadLetter, decode_chunk
 from crm_bulk.queue.postgres_queue import PostgresQueue
 from crm_bulk.settings import Settings
+from tests.databases import quiet_connection
 from tests.integration.entitylog_support import client_of, in_process_store, plain
 from tests.integration.fault_hooks import faulty_worker_pool, kills_logged
 from tests.integration.pipeline_support import (
@@ -34,6 +41,7 @@ from tests.integration.pipeline_support import (
     seed_contacts,
     settings_env,
     shipper,
+    stamp_outboxes_shipped,
     submit_tagging,
     tagged_contacts,
     wait_shipped,
@@ -250,3 +258,73 @@ def _assert_partition_moved_on(
         assert state == "done"
         assert applied_at >= failed_at
     print(f"partition {partition}: {len(behind)} chunks of the other job waited behind the poison chunk")
+
+
+def test_a_delivery_is_counted_in_its_own_commit_and_only_while_the_chunk_is_open(poison_db: str) -> None:
+    with quiet_connection(poison_db) as conn, psycopg.connect(poison_db, autocommit=True) as other:
+        account = make_account(conn)
+        seed_contacts(conn, account, 20)
+        job_id = submit_tagging(conn, account, "counted")
+        assert plan_next_job(conn, chunk_size=10) == job_id
+        assert [count_delivery(conn, job_id, 0) for _ in range(2)] == [1, 2]
+        # Committed on its own: another session sees it at once.
+        assert _chunk_rows(other, job_id)[0][1] == 2
+        apply_chunk(conn, job_id, 0, worker="w-test")
+        assert count_delivery(conn, job_id, 0) is None
+        assert _chunk_rows(other, job_id)[0][1] == 2
+        assert count_delivery(conn, job_id, 99) is None
+        with psycopg.connect(poison_db) as in_transaction, pytest.raises(ValueError, match="autocommit"):
+            count_delivery(in_transaction, job_id, 1)
+
+
+def test_a_delivery_counted_while_an_apply_holds_the_chunk_waits_and_finds_it_final(poison_db: str) -> None:
+    with quiet_connection(poison_db) as conn:
+        account = make_account(conn)
+        seed_contacts(conn, account, 10)
+        job_id = submit_tagging(conn, account, "raced")
+        assert plan_next_job(conn, chunk_size=10) == job_id
+        with psycopg.connect(poison_db) as applying:
+            # An apply in progress: its transaction is still open (apply_chunk's own is a savepoint of it),
+            # so the chunk row is locked and `done` is not committed yet.
+            applying.execute("SELECT 1")
+            assert apply_chunk(applying, job_id, 0, worker="w-first").state == "applied"
+            counted: list[int | None] = []
+            waiter = threading.Thread(target=lambda: counted.append(count_delivery(conn, job_id, 0)))
+            waiter.start()
+            waiter.join(0.5)
+            assert waiter.is_alive(), "the count did not wait for the apply holding the row"
+            applying.commit()
+            waiter.join(10)
+        assert counted == [None]
+
+
+def test_a_poison_chunk_fails_with_one_poison_row_per_entity_and_exact_job_counts(poison_db: str) -> None:
+    with quiet_connection(poison_db) as conn:
+        account = make_account(conn)
+        seed_contacts(conn, account, 20)
+        job_id = submit_tagging(conn, account, "half")
+        assert plan_next_job(conn, chunk_size=10) == job_id
+        apply_chunk(conn, job_id, 0, worker="w-test")
+        reason = poison_reason(4, cap=3)
+        assert fail_chunk(conn, job_id, 1, reason=reason, worker="w-test", attempts=3, code=POISON_CODE)
+        assert not fail_chunk(conn, job_id, 1, reason=reason, worker="w-test", attempts=3, code=POISON_CODE)
+        row = conn.execute(
+            "SELECT state, error, outcomes FROM bulk_action_chunks WHERE job_id = %s AND chunk_no = 1",
+            (job_id,),
+        ).fetchone()
+        assert row is not None and row[:2] == ("failed", reason)
+        outcomes = decode_outcomes(bytes(row[2]))
+        assert outcomes.height == 10
+        assert set(zip(outcomes["outcome"], outcomes["code"], outcomes["message"], strict=True)) == {
+            ("failed", "poison", reason)
+        }
+        stamp_outboxes_shipped(conn, job_id)
+        finish_jobs(conn)
+        job = get_job(conn, account, job_id)
+        assert (job.status, job.total, job.succeeded, job.failed, job.skipped) == (
+            "completed_with_errors",
+            20,
+            10,
+            10,
+            0,
+        )
