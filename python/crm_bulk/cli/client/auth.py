@@ -8,7 +8,8 @@ import click
 
 from crm_bulk.cli.base import main
 from crm_bulk.cli.client import config
-from crm_bulk.cli.client.http import ApiClient
+from crm_bulk.cli.client.exits import EXIT_NOT_LOGGED_IN, ClientError
+from crm_bulk.cli.client.http import ApiClient, check, problem_message
 from crm_bulk.cli.client.render import print_json
 from crm_bulk.cli.client.session import api_option, client_errors, json_option
 
@@ -29,7 +30,12 @@ def login(email: str, password: str, api: str | None, as_json: bool) -> None:
     """Log in to the API and keep the token (mode 0600) for the other commands."""
     url = config.api_url(api, config.load_credentials())
     with ApiClient(url) as client:
-        answer = client.json("POST", "/auth/login", json={"email": email, "password": password})
+        response = client.request(
+            "POST", "/auth/login", json={"email": email, "password": password}, check=False
+        )
+    if response.status_code == 401:
+        raise ClientError(f"login refused: {problem_message(response)}", EXIT_NOT_LOGGED_IN)
+    answer = check(response).json()
     expires_in = int(answer["expires_in"])
     path = config.save_credentials(
         config.Credentials(

@@ -60,6 +60,9 @@ def check(response: httpx.Response) -> httpx.Response:
     raise ClientError(problem_message(response), EXIT_REFUSED)
 
 
+_checked = check  # under another name inside ApiClient, whose `request` takes a `check` flag
+
+
 class ApiClient:
     """Requests to one API, with the caller's token when it has one."""
 
@@ -76,10 +79,11 @@ class ApiClient:
     def __exit__(self, *_: object) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One request; its response when it succeeded."""
+    def request(self, method: str, path: str, *, check: bool = True, **kwargs: Any) -> httpx.Response:
+        """One request; its response (with `check`, only when it succeeded)."""
         with self._reaching():
-            return check(self._http.request(method, path, **kwargs))
+            response = self._http.request(method, path, **kwargs)
+        return _checked(response) if check else response
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         """One request's JSON answer."""
@@ -94,7 +98,7 @@ class ApiClient:
             response = self._http.post(
                 path, content=body, headers=headers, params=params, timeout=UPLOAD_TIMEOUT
             )
-            return check(response).json()
+            return _checked(response).json()
 
     @contextmanager
     def streaming(
@@ -107,7 +111,7 @@ class ApiClient:
                 "GET", path, headers={"Accept": accept, **(headers or {})}, timeout=STREAM_TIMEOUT
             ) as response,
         ):
-            yield check(response)
+            yield _checked(response)
 
     def events(self, path: str, *, last_event_id: str | None) -> Iterator[StreamEvent]:
         """The events of a `text/event-stream`; httpx errors pass through (the caller reconnects)."""
@@ -115,7 +119,7 @@ class ApiClient:
         with self._http.stream(
             "GET", path, headers={"Accept": "text/event-stream", **headers}, timeout=STREAM_TIMEOUT
         ) as response:
-            check(response)
+            _checked(response)
             yield from parse_events(response.iter_lines())
 
     @contextmanager

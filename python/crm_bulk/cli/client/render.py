@@ -121,9 +121,11 @@ def jobs_table(jobs: list[Job]) -> Table:
         table.add_column(
             column.upper(),
             justify="right" if column in ("total", "succeeded", "failed", "skipped", "progress") else "left",
+            no_wrap=True,
+            min_width=36 if column == "id" else None,  # ids are copied whole into the next command
         )
     for job in jobs:
-        cells = [f"{job['progress']:.0%}" if c == "progress" else str(job.get(c) or "") for c in JOB_COLUMNS]
+        cells = [f"{job['progress']:.0%}" if c == "progress" else _cell(c, job.get(c)) for c in JOB_COLUMNS]
         table.add_row(*cells)
     return table
 
@@ -135,6 +137,8 @@ def _cell(key: str, value: Any) -> str:
         return f"{value:,.1f}"
     if key == "eta_seconds":
         return eta_text(value)
+    if key == "created_at" and isinstance(value, str):
+        return value[:19].replace("T", " ")
     return "" if value is None else str(value)
 
 
