@@ -164,12 +164,25 @@ def serve_http(app: WSGIApplication, *, addr: str, port: int, name: str) -> Http
     return HttpEndpoint(server=server, thread=thread, port=bound)
 
 
+def postgres_probe(settings: Settings) -> Probe:
+    """The probe of a process that needs PostgreSQL only (the webhook deliverer)."""
+    return lambda: {"postgres": probe_postgres(settings.postgres_dsn)}
+
+
 def serve_process_health(
-    settings: Settings, heartbeat: Heartbeat, *, port: int, name: str, fallback: WSGIApplication | None = None
+    settings: Settings,
+    heartbeat: Heartbeat,
+    *,
+    port: int,
+    name: str,
+    fallback: WSGIApplication | None = None,
+    probe: Probe | None = None,
 ) -> HttpEndpoint | None:
-    """The endpoint of a worker pool or scheduler on `settings.health_host:port`; None (logged) when the port
-    is taken, so a probe port never stops the process from working."""
-    app = health_app(heartbeat, BackendReadiness(backend_probe(settings)), fallback=fallback)
+    """The endpoint of a worker pool, scheduler or deliverer on `settings.health_host:port`, ready by `probe`
+    (default: `backend_probe`); None (logged) when the port is taken, so a probe port never stops the
+    process from working."""
+    readiness = BackendReadiness(probe or backend_probe(settings))
+    app = health_app(heartbeat, readiness, fallback=fallback)
     try:
         return serve_http(app, addr=settings.health_host, port=port, name=name)
     except OSError as exc:

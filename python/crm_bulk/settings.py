@@ -146,6 +146,13 @@ class Settings:
             "backends answer) on HEALTH_HOST; 0 turns it off."
         ),
     )
+    webhooks_health_port: int = field(
+        default=9103,
+        metadata=_doc(
+            "Port of the webhook deliverer's `/healthz` (its delivery loop ticked recently) and `/readyz` "
+            "(PostgreSQL answers) on HEALTH_HOST; 0 turns it off."
+        ),
+    )
     health_host: str = field(
         default="127.0.0.1",
         metadata=_doc(
@@ -485,7 +492,7 @@ class Settings:
             raise ConfigError(env_name("dispatch_window_chunks"), "must be at least 1")
         if self.scheduler_interval_seconds <= 0:
             raise ConfigError(env_name("scheduler_interval_seconds"), "must be positive")
-        for name in ("worker_metrics_port", "scheduler_health_port"):
+        for name in ("worker_metrics_port", "scheduler_health_port", "webhooks_health_port"):
             if not 0 <= int(getattr(self, name)) < 65536:
                 raise ConfigError(env_name(name), "must be 0 (off) or a TCP port")
 

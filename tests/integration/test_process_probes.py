@@ -1,6 +1,6 @@
-"""The scheduler's and the worker pool's `/healthz` and `/readyz` against the real PostgreSQL and Redis: alive
-while their loops tick, ready only while every backend answers, and a backend outage makes them unready,
-not dead (orchestrators restart dead processes; they only wait for unready ones)."""
+"""The `/healthz` and `/readyz` of the scheduler, the worker pool and the webhook deliverer against the real
+PostgreSQL and Redis: alive while their loops tick, ready only while their backends answer, and a backend
+outage makes them unready, not dead (orchestrators restart dead processes and only wait for unready ones)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 
 from crm_bulk.dispatch import run_scheduler
 from crm_bulk.settings import Settings
+from crm_bulk.webhooks.deliverer import run_deliverer
 from crm_bulk.worker import run_worker_pool
 from tests.integration.pipeline_support import own_database, pipeline_settings
 from tests.integration.server_support import free_port
@@ -123,3 +124,26 @@ def test_the_worker_pool_with_its_database_gone_is_unready(probe_db: str) -> Non
         assert status == 503
         assert body["backends"] == {"postgres": False, "queue": False, "ratelimit": True}
         assert get(port, "/healthz")[0] == 200
+
+
+def test_the_webhook_deliverer_is_alive_and_ready_with_postgres(probe_db: str) -> None:
+    port = free_port()
+    settings = pipeline_settings(probe_db, queue_url=None, webhooks_health_port=port)
+    with running(run_deliverer, settings):
+        status, body = wait_for(port, "/healthz", ticked)
+        assert status == 200 and body["last_tick_seconds_ago"] < 5
+        # PostgreSQL is all it needs: no queue or limiter in its readiness.
+        assert get(port, "/readyz") == (200, {"status": "ready", "backends": {"postgres": True}})
+
+
+def test_the_webhook_deliverer_without_its_database_is_unready_but_alive() -> None:
+    port = free_port()
+    gone = f"postgresql://crm:pw@127.0.0.1:{free_port()}/crm"
+    settings = pipeline_settings(gone, queue_url=None, webhooks_health_port=port)
+    with running(run_deliverer, settings):
+        status, body = wait_for(port, "/readyz", lambda status, _: status != 0)
+        assert (status, body) == (503, {"status": "unready", "backends": {"postgres": False}})
+        # Its passes fail and are retried: each retry is a tick.
+        time.sleep(2.5)
+        status, body = get(port, "/healthz")
+        assert status == 200 and body["last_tick_seconds_ago"] is not None

@@ -41,7 +41,12 @@ SECRET_VALUES = {
     "health-token": "h" * 24,
 }
 # Each process, the port setting its probes must use.
-PROBED = {"api": "api_port", "scheduler": "scheduler_health_port", "worker": "worker_metrics_port"}
+PROBED = {
+    "api": "api_port",
+    "scheduler": "scheduler_health_port",
+    "worker": "worker_metrics_port",
+    "webhooks": "webhooks_health_port",
+}
 
 
 def snake(name: str) -> str:
@@ -115,7 +120,9 @@ def test_every_setting_is_a_value_or_a_secret() -> None:
 @pytest.mark.parametrize("values", [[], ["-f", str(PRODUCTION)]], ids=["default", "production"])
 def test_every_process_starts_with_settings_the_code_accepts(values: list[str]) -> None:
     docs = render(*values)
-    for component, spec in pod_specs(docs).items():
+    specs = pod_specs(docs)
+    assert set(specs) == {*PROBED, "migrate"}
+    for component, spec in specs.items():
         [container] = spec["containers"]
         settings = Settings.from_env(container_env(docs, container))
         assert settings.queue_kind == "kafka" and not settings.clickhouse_embedded, component
@@ -238,9 +245,10 @@ def test_each_component_may_reach_only_its_backends() -> None:
     [open_rule] = [rule for spec in policies.values() for rule in spec["egress"] if "ports" not in rule]
     assert open_rule == policies["webhooks"]["egress"][-1]
     assert "10.0.0.0/8" in open_rule["to"][0]["ipBlock"]["except"]
-    # Nothing may connect to the deliverer or the migrations; each other component on its own port only.
-    assert policies["webhooks"]["ingress"] == policies["migrate"]["ingress"] == []
+    # Nothing may connect to the migrations; each other component on its own port only.
+    assert policies["migrate"]["ingress"] == []
     assert policies["worker"]["ingress"][0]["ports"] == [{"port": 9101, "protocol": "TCP"}]
+    assert policies["webhooks"]["ingress"][0]["ports"] == [{"port": 9103, "protocol": "TCP"}]
 
 
 def exposed_metric_names() -> set[str]:

@@ -18,6 +18,7 @@ import psycopg
 
 from crm_bulk.errors import CrmBulkError
 from crm_bulk.postgres import OnDemandConnection
+from crm_bulk.process_health import Heartbeat, HttpEndpoint, postgres_probe, serve_process_health
 from crm_bulk.retry import RetryStopped, describe, on_types, until_stopped
 from crm_bulk.settings import Settings
 from crm_bulk.webhooks.delivery import (
@@ -33,6 +34,9 @@ from crm_bulk.webhooks.delivery import (
 log = logging.getLogger(__name__)
 
 # A failed pass (the database away) is tried again after 1 s, doubling to 10 s while failures last.
+# The loop ticks every pass (at most a poll or an attempt's timeout apart) and every retry; one silent this
+# long is stuck, and its `/healthz` answers 503.
+LOOP_MAX_AGE_SECONDS = 60.0
 PASS_RETRY = until_stopped(
     wait_seconds=1.0, max_wait_seconds=10.0, retry_on=on_types(CrmBulkError, psycopg.Error, OSError)
 )
@@ -116,6 +120,18 @@ class _DeliveryLoop:
             self._counters.failed += 1
 
 
+def _serve_probes(settings: Settings, heartbeat: Heartbeat) -> HttpEndpoint | None:
+    if not settings.webhooks_health_port:
+        return None
+    return serve_process_health(
+        settings,
+        heartbeat,
+        port=settings.webhooks_health_port,
+        name="webhook deliverer endpoint",
+        probe=postgres_probe(settings),
+    )
+
+
 def _answer_of(future: Future[AttemptResult]) -> AttemptResult:
     """The attempt's result; an error the sender did not foresee is a failed attempt, not a dead loop."""
     error = future.exception()
@@ -131,6 +147,13 @@ def run_deliverer(settings: Settings, stop_event: threading.Event) -> DelivererC
     sender = WebhookSender.from_settings(settings)
     pool = ThreadPoolExecutor(settings.webhook_concurrency, thread_name_prefix="crm-bulk-webhook")
     loop = _DeliveryLoop(settings, sender, pool, counters)
+    heartbeat = Heartbeat(max_age_seconds=LOOP_MAX_AGE_SECONDS)
+    endpoint = _serve_probes(settings, heartbeat)
+
+    def after_failure(exc: BaseException) -> None:
+        heartbeat.beat()  # waiting out an outage: alive, only not ready
+        loop.after_failure(exc)
+
     log.info("webhook deliverer started (%d at once)", settings.webhook_concurrency)
     try:
         while not stop_event.is_set():
@@ -139,16 +162,19 @@ def run_deliverer(settings: Settings, stop_event: threading.Event) -> DelivererC
                     loop.step,
                     what="webhook delivery pass",
                     stop=stop_event,
-                    on_retry=loop.after_failure,
+                    on_retry=after_failure,
                     logger=log,
                 )
             except RetryStopped:
                 break
+            heartbeat.beat()
             if not claimed:
                 loop.wait(stop_event, settings.webhook_poll_seconds)
     finally:
         loop.drain()
         pool.shutdown(wait=True)
         sender.close()
+        if endpoint is not None:
+            endpoint.stop()
     log.info("webhook deliverer stopped: %s", counters)
     return counters
