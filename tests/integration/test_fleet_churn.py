@@ -153,10 +153,12 @@ def _first_chunk_after(conn: psycopg.Connection[Any], pid: int, started: datetim
     raise AssertionError(f"worker {pid} applied nothing within {timeout} s")
 
 
-def _assigned_after(pool: WorkerPool, started: datetime) -> float:
+def _assigned_after(pool: WorkerPool, started: datetime, timeout: float) -> float:
     """Seconds from `started` until the pool's worker logged its first partition assignment."""
-    found = _ASSIGNED.search(pool.log_path.read_text(errors="replace"))
-    assert found is not None, pool.log()
+    deadline = time.monotonic() + timeout
+    while (found := _ASSIGNED.search(pool.log_path.read_text(errors="replace"))) is None:
+        assert time.monotonic() < deadline, f"no partitions within {timeout} s: {pool.log()}"
+        time.sleep(0.1)
     at = datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").astimezone(UTC)
     return (at - started).total_seconds()
 
@@ -269,7 +271,7 @@ def _churn(
         pool = stack.enter_context(worker_pool(settings, 1, log_dir))
         (pid,) = pool.wait_for_workers(1)
         pools.append(pool)
-        timings[f"worker {n} to partitions"] = _assigned_after(pool, spawned)
+        timings[f"worker {n} to partitions"] = _assigned_after(pool, spawned, 180)
         timings[f"worker {n} to first chunk"] = _first_chunk_after(conn, pid, spawned, 180)
 
     _wait_progress(conn, ids, 0.25, timeout)
