@@ -336,7 +336,8 @@ def test_two_deliverers_never_send_an_event_under_two_ids(conn: Conn, hooks_db: 
     settings = _settings(hooks_db, webhook_concurrency=4)
     account = make_account(conn)
     jobs = 15
-    with receiving() as receiver:
+    # Answers take 0.1 s, so neither deliverer can empty the outbox before the other has started.
+    with receiving(Script(default=(200, 0.1))) as receiver:
         a, secret_a = _endpoint(conn, settings, account, receiver.url("/a"))
         b, secret_b = _endpoint(conn, settings, account, receiver.url("/b"))
         job_ids = [_started_and_cancelled(conn, account) for _ in range(jobs)]
