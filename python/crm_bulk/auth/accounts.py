@@ -132,7 +132,8 @@ def register(conn: Connection, *, email: str, password: str, account_name: str) 
 
 def authenticate(conn: Connection, *, email: str, password: str) -> tuple[int, int]:
     """(user_id, account_id) for valid credentials; AuthenticationError otherwise, as slowly either way."""
-    row = conn.execute(_auth("login_candidate"), {"email": email}).fetchone()
+    # No stored email holds a NUL character (PostgreSQL text cannot): such an address is nobody's.
+    row = None if "\x00" in email else conn.execute(_auth("login_candidate"), {"email": email}).fetchone()
     if row is None:
         passwords.burn_verification_time(password)
         raise AuthenticationError("invalid email or password")
