@@ -308,6 +308,21 @@ def test_a_receiver_that_keeps_failing_ends_failed_after_the_schedule(conn: Conn
     assert (row["attempts"], row["last_status_code"], row["last_error"]) == (3, 502, "HTTP 502")
 
 
+def test_a_redirect_is_a_failed_attempt_and_never_followed(conn: Conn, hooks_db: str) -> None:
+    settings = _settings(hooks_db, webhook_retry_schedule="0.1")
+    account = make_account(conn)
+    with receiving(Script(default=(307, 0.0))) as receiver:
+        endpoint_id, _ = _endpoint(conn, settings, account, receiver.url(), ["job.started"])
+        _job(conn, account)
+        plan_next_job(conn, chunk_size=100)
+        with delivering(settings):
+            (row,) = _wait_status(conn, endpoint_id, "failed", count=1, timeout=30)
+            time.sleep(0.3)
+        assert [r.path for r in receiver.received] == ["/hook", "/hook"]
+    assert (row["attempts"], row["last_status_code"]) == (2, 307)
+    assert "redirects are not followed" in row["last_error"]
+
+
 def test_a_slow_receiver_is_timed_out_and_retried(conn: Conn, hooks_db: str) -> None:
     settings = _settings(hooks_db, webhook_timeout_seconds=0.5)
     account = make_account(conn)

@@ -80,6 +80,8 @@ def _handler(receiver_ref: list[Receiver]) -> type[BaseHTTPRequestHandler]:
                 time.sleep(delay)
             try:
                 self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("location", "/redirected")
                 self.send_header("content-length", "0")
                 self.end_headers()
             except OSError:
