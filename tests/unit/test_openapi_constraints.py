@@ -151,3 +151,13 @@ def test_the_document_lists_exactly_the_query_parameters_the_rule_allows(
             assert listed == allowed[handler.fn], (method, route.path_format)
             compared += 1
     assert compared >= 25
+
+
+def test_every_operation_documents_the_422_of_an_undeclared_query_parameter(document: dict[str, Any]) -> None:
+    missing = [
+        f"{method.upper()} {path}"
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if "422" not in operation["responses"]
+    ]
+    assert missing == []

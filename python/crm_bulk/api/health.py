@@ -22,6 +22,7 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 
 from crm_bulk import health
+from crm_bulk.api.problems import problem_responses
 from crm_bulk.api.resources import Resources
 from crm_bulk.env_values import redact
 from crm_bulk.errors import CrmBulkError
@@ -127,6 +128,7 @@ def is_operator(request: Request[Any, Any, Any], resources: Resources) -> bool:
     tags=["operations"],
     security=[{}],
     summary="Process liveness, with each backend reported",
+    responses=problem_responses(422),  # an undeclared query parameter, as on every route
 )
 def healthz(state: State, request: Request[Any, Any, Any]) -> HealthBody:
     """Always 200 while the process serves; the body says how each backend answers."""
@@ -142,7 +144,8 @@ def healthz(state: State, request: Request[Any, Any, Any]) -> HealthBody:
     responses={
         503: ResponseSpec(
             HealthBody, description="A backend does not answer; the body says which.", generate_examples=False
-        )
+        ),
+        **problem_responses(422),
     },
 )
 def readyz(state: State, request: Request[Any, Any, Any]) -> Response[HealthBody]:

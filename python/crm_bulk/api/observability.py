@@ -11,6 +11,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from crm_bulk import metrics
+from crm_bulk.api.problems import problem_responses
 
 _STARTED = "crm_bulk.started"
 
@@ -77,6 +78,7 @@ async def finish_response(message: Message, scope: Scope) -> None:
     security=[{}],
     summary="Prometheus metrics (text exposition format)",
     media_type="text/plain",
+    responses=problem_responses(422),  # an undeclared query parameter, as on every route
 )
 async def metrics_endpoint() -> Response[bytes]:
     """The exposition text of every crm-bulk metric in this process."""
