@@ -188,7 +188,8 @@ def test_viewers_read_results_other_accounts_get_404_and_bad_outcomes_a_problem(
     assert_problem(client.get(url, headers=other.admin), 404)
     assert_problem(client.get(url, headers=other.viewer | NDJSON), 404)
     body = assert_problem(client.get(f"{url}?outcome=exploded", headers=tenant.viewer), 422)
-    assert "succeeded, failed, skipped, cancelled" in body["detail"]
+    assert body["detail"] == "outcome: Invalid enum value 'exploded'"
+    assert [e["field"] for e in body["errors"]] == ["outcome"]
     assert_problem(client.get(url), 401)
 
 

@@ -8,7 +8,8 @@ import itertools
 import logging
 from collections.abc import Iterator
 from contextlib import ExitStack
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import anyio.to_thread
@@ -16,6 +17,8 @@ import msgspec
 import polars as pl
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Schema
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Stream
 
@@ -37,6 +40,23 @@ from crm_bulk.jobs.repository import Job
 from crm_bulk.jobs.retry_failed import RetryRequest, job_spec, retry_failed
 
 log = logging.getLogger(__name__)
+
+# The results a file can select: `crm_bulk.entitylog.store.RESULTS`, spelled out for the schema.
+Result = Literal["succeeded", "failed", "skipped", "cancelled"]
+_TEXT = Schema(type=OpenAPIType.STRING)
+
+
+@dataclass
+class ResultsOperation(Operation):
+    """`GET /bulk-actions/{id}/results`: the answer is a CSV stream, or NDJSON by `Accept`."""
+
+    def __post_init__(self) -> None:
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse):
+            ok.content = {
+                CSV_MEDIA_TYPE.split(";")[0]: OpenAPIMediaType(schema=_TEXT),
+                NDJSON_MEDIA_TYPE: OpenAPIMediaType(schema=_TEXT),
+            }
 
 
 def _results_of(outcome: str | None) -> tuple[str, ...]:
@@ -98,6 +118,7 @@ class ResultController(Controller):
         "/{job_id:uuid}/results",
         sync_to_thread=True,
         summary="The job's outcomes by input line, streamed as CSV (or NDJSON by Accept)",
+        operation_class=ResultsOperation,
         responses=problem_responses(*AUTHENTICATED, 404, 422, 503),
     )
     def get_results(
@@ -107,8 +128,8 @@ class ResultController(Controller):
         principal: NamedDependency[Principal],
         resources: NamedDependency[Resources],
         outcome: Annotated[
-            str | None,
-            QueryParameter(description="Only this result: succeeded, failed, skipped or cancelled"),
+            Result | None,
+            QueryParameter(description="Only this result (cancelled: skipped because the job was cancelled)"),
         ] = None,
     ) -> Stream:
         """Columns `line, entity_id, outcome, code, message`, then an import's record as sent or an update's
