@@ -174,6 +174,13 @@ def test_a_streamed_import_dry_run_creates_nothing(
         (2, "invalid_email", None),
     ]
 
+    real = client.post(f"/bulk-actions/{job['id']}/run", headers=tenant.editor)
+    assert real.status_code == 202, real.text
+    assert real.json()["mapping_used"] == job["mapping_used"] and real.json()["total"] == 2
+    _drive(client, database_url, real.json()["id"])
+    created = client.get(f"/contacts?email={email}", headers=tenant.viewer).json()["items"]
+    assert [c["first_name"] for c in created] == ["Ann"]
+
 
 def test_reverting_a_running_job_conflicts(
     client: TestClient[Litestar], database_url: str, tenant: Tenant

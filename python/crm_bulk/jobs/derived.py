@@ -41,6 +41,8 @@ class _Source(msgspec.Struct, frozen=True):
     dry_run: bool
     spec: str
     params: str
+    # A promoted import shows the column mapping its dry run used.
+    mapping_used: str | None
     images_expired: bool
 
 
@@ -65,6 +67,7 @@ def promote_dry_run(conn: Conn, *, account_id: int, created_by: int | None, job_
             total=int(plan[0]),
             chunk_count=int(plan[1]),
             source_id=job_id,
+            mapping_used=source.mapping_used,
         )
         conn.execute(query("postgres", "derived", "copy_chunks"), {"job_id": new_id, "source_id": job_id})
         job = get_job(conn, account_id, new_id)
@@ -151,13 +154,16 @@ def _lock_source(conn: Conn, account_id: int, job_id: UUID, *, retention_days: i
     ).fetchone()
     if row is None:
         raise NotFoundError(f"bulk action {job_id} not found")
-    action, status, dry_run, spec, params, expired = row
-    return _Source(str(action), str(status), bool(dry_run), str(spec), str(params), bool(expired))
+    action, status, dry_run, spec, params, mapping_used, expired = row
+    return _Source(
+        str(action), str(status), bool(dry_run), str(spec), str(params), mapping_used, bool(expired)
+    )
 
 
 def _insert(conn: Conn, **values: Any) -> UUID:
     row = conn.execute(
-        query("postgres", "derived", "insert_planned_job"), {"request_hash": None, **values}
+        query("postgres", "derived", "insert_planned_job"),
+        {"request_hash": None, "mapping_used": None, **values},
     ).fetchone()
     assert row is not None
     return UUID(str(row[0]))

@@ -3,7 +3,7 @@
 
 -- name: lock_source
 -- The source job, locked so two derivations of it are made one after the other.
-SELECT action, status, dry_run, (spec - 'dry_run')::text, params::text,
+SELECT action, status, dry_run, (spec - 'dry_run')::text, params::text, mapping_used::text,
        finished_at < now() - make_interval(days => %(retention_days)s) AS images_expired
 FROM bulk_actions
 WHERE id = %(job_id)s AND account_id = %(account_id)s AND status <> 'uploading'
@@ -12,9 +12,9 @@ FOR UPDATE
 -- name: insert_planned_job
 -- A derived job starts planned: the scheduler starts it like a finished streamed import.
 INSERT INTO bulk_actions (account_id, created_by, action, spec, params, status, planned, total, chunk_count,
-                          source_id, request_hash)
+                          source_id, request_hash, mapping_used)
 VALUES (%(account_id)s, %(created_by)s, %(action)s, %(spec)s::jsonb, %(params)s::jsonb, 'queued', true,
-        %(total)s, %(chunk_count)s, %(source_id)s, %(request_hash)s)
+        %(total)s, %(chunk_count)s, %(source_id)s, %(request_hash)s, %(mapping_used)s::jsonb)
 RETURNING id
 
 -- name: source_plan
