@@ -288,6 +288,13 @@ class Settings:
     webhook_poll_seconds: float = field(
         default=1.0, metadata=_doc("Pause of an idle webhook deliverer before it looks for due deliveries.")
     )
+    webhook_log_retention_days: int = field(
+        default=30,
+        metadata=_doc(
+            "Days a finished webhook delivery (succeeded or failed) stays in the delivery log; deliverers "
+            "delete older ones once an hour. Pending deliveries are never deleted."
+        ),
+    )
     log_level: str = field(default="INFO", metadata=_doc("Python logging level."))
 
     @property
@@ -436,6 +443,8 @@ class Settings:
             raise ConfigError(env_name("webhook_concurrency"), "must be 1-256")
         if not self.webhook_poll_seconds > 0:
             raise ConfigError(env_name("webhook_poll_seconds"), "must be positive")
+        if self.webhook_log_retention_days < 1:
+            raise ConfigError(env_name("webhook_log_retention_days"), "must be at least 1")
         if self.webhook_secrets_key is not None and len(self.webhook_secrets_key) < 32:
             raise ConfigError(env_name("webhook_secrets_key"), "must be at least 32 characters")
 

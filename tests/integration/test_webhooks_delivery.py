@@ -43,7 +43,14 @@ from crm_bulk.postgres import Conn
 from crm_bulk.settings import Settings
 from crm_bulk.webhooks import endpoints, outbox
 from crm_bulk.webhooks.deliverer import DelivererCounters, run_deliverer
-from crm_bulk.webhooks.delivery import AttemptResult, RetrySchedule, WebhookSender, claim_due, record_attempt
+from crm_bulk.webhooks.delivery import (
+    AttemptResult,
+    RetrySchedule,
+    WebhookSender,
+    claim_due,
+    prune_delivery_log,
+    record_attempt,
+)
 from crm_bulk.webhooks.outbox import event_id_for
 from crm_bulk.webhooks.sealing import SecretBox
 from crm_bulk.webhooks.targets import AddressPolicy, IPAddress
@@ -555,3 +562,37 @@ def test_https_connects_to_the_checked_address_and_verifies_the_urls_host(
         assert not result.ok
         assert result.error is not None and "certificate" in result.error.lower()
         assert received == []
+
+
+def test_finished_deliveries_past_retention_leave_the_log_and_pending_ones_stay(
+    conn: Conn, hooks_db: str
+) -> None:
+    settings = _settings(hooks_db)
+    account = make_account(conn)
+    endpoint_id, _ = _endpoint(conn, settings, account, "http://127.0.0.1:9/old")
+    for _ in range(3):
+        _started_and_cancelled(conn, account)
+    rows = _deliveries(conn, endpoint_id)
+    old_done, old_failed, old_pending, recent_done = (r["id"] for r in rows[:4])
+    conn.execute(
+        "UPDATE webhook_deliveries SET status = 'succeeded', delivered_at = now() - interval '31 days' "
+        "WHERE id = %s",
+        (old_done,),
+    )
+    conn.execute(
+        "UPDATE webhook_deliveries SET status = 'failed', last_attempt_at = now() - interval '31 days' "
+        "WHERE id = %s",
+        (old_failed,),
+    )
+    conn.execute(
+        "UPDATE webhook_deliveries SET created_at = now() - interval '90 days' WHERE id = %s", (old_pending,)
+    )
+    conn.execute(
+        "UPDATE webhook_deliveries SET status = 'succeeded', delivered_at = now() - interval '29 days' "
+        "WHERE id = %s",
+        (recent_done,),
+    )
+    assert prune_delivery_log(conn, older_than_days=30, batch=1) == 2
+    left = {r["id"] for r in _deliveries(conn, endpoint_id)}
+    assert left == {r["id"] for r in rows} - {old_done, old_failed}
+    assert prune_delivery_log(conn, older_than_days=30) == 0

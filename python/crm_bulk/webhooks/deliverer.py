@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import psycopg
 
 from crm_bulk.errors import CrmBulkError
-from crm_bulk.postgres import OnDemandConnection
+from crm_bulk.postgres import Conn, OnDemandConnection
 from crm_bulk.process_health import Heartbeat, HttpEndpoint, postgres_probe, serve_process_health
 from crm_bulk.retry import RetryStopped, describe, on_types, until_stopped
 from crm_bulk.settings import Settings
@@ -28,11 +29,14 @@ from crm_bulk.webhooks.delivery import (
     WebhookSender,
     claim_due,
     lease_seconds,
+    prune_delivery_log,
     record_attempt,
 )
 
 log = logging.getLogger(__name__)
 
+# Finished deliveries past `webhook_log_retention_days` are deleted this often (several deliverers share it).
+PRUNE_EVERY_SECONDS = 3600.0
 # A failed pass (the database away) is tried again after 1 s, doubling to 10 s while failures last.
 # The loop ticks every pass (at most a poll or an attempt's timeout apart) and every retry; one silent this
 # long is stuck, and its `/healthz` answers 503.
@@ -67,6 +71,8 @@ class _DeliveryLoop:
         self._counters = counters
         self._inflight: dict[Future[AttemptResult], ClaimedDelivery] = {}
         self._answered: list[tuple[ClaimedDelivery, AttemptResult]] = []
+        self._retention_days = settings.webhook_log_retention_days
+        self._next_prune = time.monotonic()
 
     def step(self) -> int:
         """Record the answers that came in, then fill free slots with due deliveries; return how many were
@@ -78,6 +84,7 @@ class _DeliveryLoop:
             delivery, result = self._answered[0]
             self._count(record_attempt(conn, delivery, result, self._schedule))
             self._answered.pop(0)
+        self._prune_when_due(conn)
         free = self._slots - len(self._inflight)
         if free <= 0:
             return 0
@@ -110,6 +117,15 @@ class _DeliveryLoop:
         self._counters.pass_failures += 1
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
             self._db.close()
+
+    def _prune_when_due(self, conn: Conn) -> None:
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        pruned = prune_delivery_log(conn, older_than_days=self._retention_days)
+        self._next_prune = now + PRUNE_EVERY_SECONDS
+        if pruned:
+            log.info("webhook delivery log: %d finished deliveries past retention deleted", pruned)
 
     def _count(self, status: str) -> None:
         if status == "succeeded":

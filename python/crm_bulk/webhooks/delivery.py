@@ -243,6 +243,18 @@ def _retry_after(value: str | None) -> float | None:
     return float(value.strip())
 
 
+def prune_delivery_log(conn: Conn, *, older_than_days: int, batch: int = 10_000) -> int:
+    """Delete finished deliveries older than `older_than_days`, in batches; return how many."""
+    deleted = 0
+    while True:
+        cursor = conn.execute(
+            query("postgres", "webhooks", "prune_deliveries"), {"days": older_than_days, "limit": batch}
+        )
+        deleted += cursor.rowcount
+        if cursor.rowcount < batch:
+            return deleted
+
+
 def lease_seconds(sender: WebhookSender) -> float:
     """How long a claim holds: one attempt's timeout plus a margin for resolving and recording."""
     return sender.timeout_seconds + LEASE_MARGIN_SECONDS

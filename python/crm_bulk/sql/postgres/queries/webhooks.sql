@@ -115,3 +115,14 @@ SET status = 'pending', next_attempt_at = now(), round_start = attempts, claim =
 WHERE account_id = %(account_id)s AND endpoint_id = %(endpoint_id)s AND id = %(id)s
 RETURNING id, event_id, event, job_id, status, attempts, last_status_code, last_error,
           last_attempt_at, next_attempt_at, created_at, delivered_at
+
+-- name: prune_deliveries
+-- Finished deliveries past the log's retention, a batch at a time; pending ones stay whatever their age.
+DELETE FROM webhook_deliveries
+WHERE id IN (
+    SELECT id FROM webhook_deliveries
+    WHERE status IN ('succeeded', 'failed')
+      AND coalesce(delivered_at, last_attempt_at, created_at) < now() - make_interval(days => %(days)s)
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
