@@ -193,8 +193,17 @@ class XlsxParser:
                     field="body",
                     code="ragged_row",
                 )
-        texts = [[cell_text(c) for c in row[:width]] + [None] * (width - len(row)) for row in batch]
-        return pl.DataFrame(texts, schema=dict.fromkeys(names, pl.Utf8), orient="row")
+        # Columns, not rows: a column of text cells alone (most are) needs no conversion cell by cell.
+        padded = [row[:width] if len(row) >= width else [*row, *([""] * (width - len(row)))] for row in batch]
+        columns: list[tuple[Any, ...]] = list(zip(*padded, strict=True)) if padded else [() for _ in names]
+        return pl.DataFrame([_text_column(name, cells) for name, cells in zip(names, columns, strict=True)])
+
+
+def _text_column(name: str, cells: tuple[Any, ...]) -> pl.Series:
+    """One column of a batch as text (empty text cells stay "", made null with the rest of the batch)."""
+    if all(type(cell) is str for cell in cells):
+        return pl.Series(name, cells, dtype=pl.Utf8)
+    return pl.Series(name, [cell_text(cell) for cell in cells], dtype=pl.Utf8)
 
 
 def cell_text(value: Any) -> str | None:
