@@ -118,11 +118,22 @@ def test_an_import_retried_with_corrected_records_succeeds_on_exactly_those_line
     assert (done["status"], done["succeeded"], done["failed"]) == ("completed_with_errors", len(lines) - 1, 1)
 
     rows = csv_rows(client.get(f"/bulk-actions/{retry['id']}/results", headers=tenant.viewer).text)
-    # The retry numbers its own lines: the n-th retried record, in the source's line order.
-    assert [int(r["line"]) for r in rows] == list(range(1, len(lines) + 1))
+    # The retry keeps the lines of the file the records came from.
+    assert [int(r["line"]) for r in rows] == lines
     assert [r["email"] for r in rows[:-1]] == [f"fixed-{line}@example.com" for line in lines[:-1]]
     assert {r["outcome"] for r in rows[:-1]} == {"succeeded"}
     assert (rows[-1]["email"], rows[-1]["outcome"]) == (f"broken-rt-{lines[-1]}", "failed")
+
+    # A retry of the retry corrects the last record by that same line.
+    again = _retry(
+        client, tenant.editor, retry["id"], {"records": [{"line": lines[-1], "email": "last@example.com"}]}
+    )
+    assert again.status_code == 202, again.text
+    run_to_end(client, database_url, again.json()["id"])
+    last = csv_rows(client.get(f"/bulk-actions/{again.json()['id']}/results", headers=tenant.viewer).text)
+    assert [(int(r["line"]), r["email"], r["outcome"]) for r in last] == [
+        (lines[-1], "last@example.com", "succeeded")
+    ]
     with psycopg.connect(database_url) as conn:
         stored = conn.execute(
             "SELECT count(*) FROM contacts WHERE account_id = %s AND company = 'Fixed'", [tenant.account_id]

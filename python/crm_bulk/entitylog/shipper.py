@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -66,6 +67,8 @@ class ChunkFacts:
     # import the chunk's payload, whose records the log keeps as sent.
     first_line: int = 1
     payload: bytes | None = None
+    # A retry's chunk lists its rows' lines (big-endian int64 each): those of the records it retries.
+    lines: bytes | None = None
 
 
 @dataclass
@@ -86,7 +89,7 @@ def outcome_rows(outbox: pa.Table, chunk: ChunkFacts) -> pa.Table:
         return pa.repeat(pa.scalar(value, kind), n)
 
     row_nos = outbox.column("row_no").combine_chunks()
-    lines = pc.add(row_nos.cast(pa.uint64()), pa.scalar(chunk.first_line, pa.uint64()))
+    lines = _lines(chunk, row_nos)
     inputs = same("", pa.string()) if chunk.payload is None else encode_inputs(chunk.payload, row_nos)
 
     columns = {
@@ -111,6 +114,14 @@ def outcome_rows(outbox: pa.Table, chunk: ChunkFacts) -> pa.Table:
     return pa.Table.from_arrays(
         [columns[name] for name in OUTCOME_ROW_SCHEMA.names], schema=OUTCOME_ROW_SCHEMA
     )
+
+
+def _lines(chunk: ChunkFacts, row_nos: pa.Array) -> pa.Array:
+    """Each outcome row's input line: listed by the chunk (a retry's), else counted on from its first."""
+    if chunk.lines is None:
+        return pc.add(row_nos.cast(pa.uint64()), pa.scalar(chunk.first_line, pa.uint64()))
+    listed = pa.array(np.frombuffer(chunk.lines, dtype=">i8").astype(np.uint64))
+    return listed.take(row_nos.cast(pa.int64()))
 
 
 def event_rows(claimed: list[tuple[Any, ...]]) -> pa.Table:
@@ -160,41 +171,40 @@ def _decoded(claimed: list[tuple[Any, ...]]) -> tuple[list[pa.Table], list[UUID]
     job_ids: list[UUID] = []
     chunk_nos: list[int] = []
     for row in claimed:
-        (
-            job_id,
-            chunk_no,
-            account_id,
-            action,
-            attempts,
-            worker,
-            applied_at,
-            duration_ms,
-            blob,
-            line,
-            payload,
-        ) = row
-        chunk = ChunkFacts(
-            job_id,
-            chunk_no,
-            account_id,
-            action,
-            attempts,
-            worker,
-            applied_at,
-            duration_ms,
-            first_line=int(line),
-            payload=None if payload is None else bytes(payload),
-        )
+        chunk, blob = _chunk_facts(row)
         try:
             tables.append(outcome_rows(decode_outcome_table(blob), chunk))
         except (pa.ArrowException, ValueError) as exc:
             log.error(
-                "outbox of job %s chunk %d cannot be decoded, left unshipped: %s", job_id, chunk_no, exc
+                "outbox of job %s chunk %d cannot be decoded, left unshipped: %s",
+                chunk.job_id,
+                chunk.chunk_no,
+                exc,
             )
             continue
-        job_ids.append(job_id)
-        chunk_nos.append(chunk_no)
+        job_ids.append(chunk.job_id)
+        chunk_nos.append(chunk.chunk_no)
     return tables, job_ids, chunk_nos
+
+
+def _chunk_facts(row: tuple[Any, ...]) -> tuple[ChunkFacts, bytes]:
+    """A `claim_unshipped_outcomes` row as the chunk's facts and its outbox bytes."""
+    job_id, chunk_no, account_id, action, attempts, worker, applied_at, duration_ms, blob = row[:9]
+    first_line, payload, lines = row[9:]
+    facts = ChunkFacts(
+        job_id,
+        chunk_no,
+        account_id,
+        action,
+        attempts,
+        worker,
+        applied_at,
+        duration_ms,
+        first_line=int(first_line),
+        payload=None if payload is None else bytes(payload),
+        lines=None if lines is None else bytes(lines),
+    )
+    return facts, bytes(blob)
 
 
 def ship_events(

@@ -7,8 +7,10 @@
   The retry is stored like a streamed import: chunks written slice by slice under an `uploading` job that
   no one sees or runs, made `queued` in one step once every record is stored, or removed if anything fails.
 
-`include_cancelled` adds the entities the source left `cancelled`. The retry numbers its own lines: line n is
-the n-th record (entity) it retries, in the source's line order.
+`include_cancelled` adds the entities the source left `cancelled`. An import's retry keeps the lines of the
+records it retries (its chunks list them, sql/postgres/012_result_lines.sql): its results name the lines of
+the file the records came from, and a retry of that retry corrects records by those same lines. An
+id-target retry numbers its own entities, as any id-target job does (the planner sorts the ids).
 
 Refused: a job that has not ended (409: it may still fail more, or less); a dry run (409: it applied
 nothing; promote it and retry that job); a job with nothing to retry (422: no state of this job will ever
@@ -168,6 +170,7 @@ class _ImportRetry:
         self._account_id = account_id
         self._user_id = user_id
         self._job: Job | None = None
+        self._chunks = 0
         self._seen = kernels.SeenKeys()
 
     def run(
@@ -206,14 +209,28 @@ class _ImportRetry:
         return lines
 
     def _store(self, records: pl.DataFrame, chunk_size: int) -> None:
-        self._job = self._transact(self._append, records, chunk_size)
+        self._job, written = self._transact(self._append, records, chunk_size)
+        self._chunks += written
 
-    def _append(self, conn: Conn, records: pl.DataFrame, chunk_size: int) -> Job:
+    def _append(self, conn: Conn, records: pl.DataFrame, chunk_size: int) -> tuple[Job, int]:
+        """Inside one transaction: the job (on the first write), these records' chunks, and their lines
+        (the source's, so the retry's results name the lines the records first came from)."""
         job = self._job
         if job is None:
             job = _create(conn, self._account_id, self._user_id, self._spec, self._source.id, uploading=True)
-        append_import_chunk(conn, job.id, records, seen=self._seen, chunk_size=chunk_size)
-        return job
+        lines = records.get_column("line").to_numpy().astype(">i8")
+        written = append_import_chunk(
+            conn, job.id, records.drop("line"), seen=self._seen, chunk_size=chunk_size
+        )
+        conn.execute(
+            query("postgres", "results", "set_chunk_lines"),
+            {
+                "job_id": job.id,
+                "chunk_nos": list(range(self._chunks, self._chunks + written)),
+                "lines": [lines[k * chunk_size : (k + 1) * chunk_size].tobytes() for k in range(written)],
+            },
+        )
+        return job, written
 
     def _finish(self, conn: Conn) -> Job:
         assert self._job is not None
@@ -248,15 +265,15 @@ def _corrections_frame(corrections: list[CorrectedRecord]) -> pl.DataFrame:
 
 
 def _corrected(batch: pl.DataFrame, fixes: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """A batch of failed records (`line` and import columns) with the corrected ones swapped in; the number
-    swapped."""
+    """A batch of failed records (`line` and import columns) with the corrected ones swapped in, still with
+    their lines; the number swapped."""
     records = batch.select("line", *IMPORT_SCHEMA.names)
     if fixes.height == 0:
-        return records.drop("line"), 0
+        return records, 0
     hit = records.get_column("line").is_in(fixes.get_column("line"))
     swapped = fixes.filter(pl.col("line").is_in(records.get_column("line")))
     merged = pl.concat([records.filter(~hit), swapped.select(records.columns)]).sort("line")
-    return merged.drop("line"), swapped.height
+    return merged, swapped.height
 
 
 def _rebatched(frames: Iterator[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]:

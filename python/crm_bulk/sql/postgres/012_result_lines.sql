@@ -7,3 +7,9 @@
 -- sets it when it writes the chunks, from the records (or ids) written before them. Chunks planned before
 -- this column existed have none; the shipper then counts the entities of the chunks before them.
 ALTER TABLE bulk_action_chunks ADD COLUMN first_line bigint CHECK (first_line >= 1);
+
+-- A retry of an import keeps the lines of the records it retries: a chunk whose rows are not consecutive
+-- lines of its own job's input holds them here, one big-endian int64 per row (the shipper then reads the
+-- line of row n from it instead of `first_line + n`), so a retry's results name the lines of the file the
+-- records first came from, and a retry of a retry corrects records by those same lines.
+ALTER TABLE bulk_action_chunks ADD COLUMN lines bytea;

@@ -3,8 +3,8 @@
 -- name: claim_unshipped_outcomes
 -- Row locks keep concurrent shippers on disjoint chunks; SKIP LOCKED lets them pass each other. The
 -- applied_at fallbacks keep the value identical on every shipment of a chunk that never ran (cancelled).
--- first_line numbers the chunk's outcomes by input line; a chunk planned before it was recorded counts the
--- entities of the chunks before it. An import's payload travels too: its records go into the log as sent.
+-- first_line numbers the chunk's outcomes by input line (`lines`, when set, lists them row by row); a chunk
+-- planned before first_line was recorded counts the entities of the chunks before it. An import's payload travels too: its records go into the log as sent.
 SELECT c.job_id,
        c.chunk_no,
        c.account_id,
@@ -16,7 +16,8 @@ SELECT c.job_id,
        c.outcomes,
        coalesce(c.first_line, 1 + (SELECT coalesce(sum(p.entity_count), 0) FROM bulk_action_chunks AS p
                                    WHERE p.job_id = c.job_id AND p.chunk_no < c.chunk_no)) AS first_line,
-       CASE WHEN j.action = 'import' THEN c.payload END AS payload
+       CASE WHEN j.action = 'import' THEN c.payload END AS payload,
+       c.lines
 FROM bulk_action_chunks AS c
 JOIN bulk_actions AS j ON j.id = c.job_id
 WHERE c.outcomes IS NOT NULL AND c.outcomes_shipped_at IS NULL

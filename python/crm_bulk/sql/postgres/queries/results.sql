@@ -6,3 +6,10 @@
 SELECT spec::text
 FROM bulk_actions
 WHERE account_id = %(account_id)s AND id = %(job_id)s AND status <> 'uploading'
+
+-- name: set_chunk_lines
+-- The input lines of a retry's chunks, row by row (sql/postgres/012_result_lines.sql).
+UPDATE bulk_action_chunks AS c
+SET lines = s.lines
+FROM unnest(%(chunk_nos)s::int[], %(lines)s::bytea[]) AS s (chunk_no, lines)
+WHERE c.job_id = %(job_id)s AND c.chunk_no = s.chunk_no
