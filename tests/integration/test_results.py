@@ -288,6 +288,13 @@ def test_at_scale_failed_rows_by_line_a_corrected_retry_and_a_small_api_while_st
                 retried = _wait_terminal(client, retry.json()["id"], timeout=600)
                 retry_s = time.perf_counter() - started
                 assert retried["source_id"] == job_id
+                # The retry's results name the lines of the original file.
+                assert [
+                    n
+                    for n, _ in _streamed_lines(
+                        client, f"/bulk-actions/{retried['id']}/results?outcome=succeeded"
+                    )
+                ] == bad
                 assert (retried["status"], retried["succeeded"], retried["failed"]) == (
                     "completed",
                     len(bad),
