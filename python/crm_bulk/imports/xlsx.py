@@ -134,10 +134,7 @@ class XlsxParser:
             workbook = python_calamine.CalamineWorkbook.from_path(self._spool.name)
             sheet = self._pick_sheet(workbook)
         except python_calamine.CalamineError as exc:
-            raise ValidationError(
-                f"not a readable XLSX workbook ({exc})", field="body", code="malformed_xlsx"
-            ) from None
-        except (python_calamine.ZipError, python_calamine.XmlError) as exc:
+            # Zip, XML, password and sheet errors alike derive from CalamineError.
             raise ValidationError(
                 f"not a readable XLSX workbook ({exc})", field="body", code="malformed_xlsx"
             ) from None
