@@ -66,6 +66,8 @@ SERVER_CONF = {
     "max_connections": "200",
     "temp_buffers": "'64MB'",
     "password_encryption": "'scram-sha-256'",
+    # Per-statement counts and timings for an operator (and the event stream's one-query-per-tick check).
+    "shared_preload_libraries": "'pg_stat_statements'",
 }
 
 

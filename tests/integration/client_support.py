@@ -30,7 +30,9 @@ class Stack:
 
 
 @contextmanager
-def platform(database_url: str, data_dir: Path, *, chunk_size: int = 500) -> Iterator[Stack]:
+def platform(
+    database_url: str, data_dir: Path, *, chunk_size: int = 500, events_interval: float = 0.2
+) -> Iterator[Stack]:
     """`crm-bulk up` with one worker process until the block ends (then stopped with SIGTERM: it drains)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_BULK_")} | {
@@ -43,7 +45,7 @@ def platform(database_url: str, data_dir: Path, *, chunk_size: int = 500) -> Ite
         "CRM_BULK_SCHEDULER_HEALTH_PORT": "0",
         "CRM_BULK_SCHEDULER_INTERVAL_SECONDS": "0.1",
         "CRM_BULK_CHUNK_SIZE": str(chunk_size),
-        "CRM_BULK_EVENTS_INTERVAL_SECONDS": "0.2",
+        "CRM_BULK_EVENTS_INTERVAL_SECONDS": str(events_interval),
         "CRM_BULK_NAMESPACE": f"cli-{uuid.uuid4().hex[:8]}",
         "CRM_BULK_REGISTRATION_BURST": "1000",
         "CRM_BULK_LOG_LEVEL": "WARNING",
