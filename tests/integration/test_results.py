@@ -13,9 +13,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import polars as pl
+import psycopg
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
@@ -23,6 +25,7 @@ from litestar.testing import TestClient
 from crm_bulk import kernels
 from crm_bulk.bench.datagen import generate_contacts
 from crm_bulk.jobs.repository import TERMINAL_STATUSES
+from crm_bulk.planner import plan_job
 from tests.integration.api_support import (
     PASSWORD,
     Tenant,
@@ -333,3 +336,18 @@ def test_at_scale_failed_rows_by_line_a_corrected_retry_and_a_small_api_while_st
     )
     assert count == SCALE_ROWS - len(bad)
     assert peak_mb < STREAM_PEAK_LIMIT_MB
+
+
+def test_chunks_planned_before_lines_were_recorded_are_numbered_by_the_chunks_before_them(
+    client: TestClient[Litestar], tenant: Tenant, database_url: str
+) -> None:
+    emails = [unique_email(f"old{n}") for n in range(5)]
+    job_id = created_job(
+        client, tenant.editor, {"action": "import", "records": [{"email": e} for e in emails]}
+    )
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        plan_job(conn, UUID(job_id), chunk_size=2)
+        conn.execute("UPDATE bulk_action_chunks SET first_line = NULL WHERE job_id = %s", [job_id])
+    run_to_end(client, database_url, job_id)
+    rows = csv_rows(client.get(f"/bulk-actions/{job_id}/results", headers=tenant.viewer).text)
+    assert [(int(r["line"]), r["email"]) for r in rows] == list(enumerate(emails, start=1))
