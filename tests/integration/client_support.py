@@ -31,16 +31,22 @@ class Stack:
 
 @contextmanager
 def platform(
-    database_url: str, data_dir: Path, *, chunk_size: int = 500, events_interval: float = 0.2
+    database_url: str,
+    data_dir: Path,
+    *,
+    chunk_size: int = 500,
+    events_interval: float = 0.2,
+    workers: int = 1,
 ) -> Iterator[Stack]:
-    """`crm-bulk up` with one worker process until the block ends (then stopped with SIGTERM: it drains)."""
+    """`crm-bulk up` with `workers` worker processes until the block ends (then stopped with SIGTERM: it
+    drains)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_BULK_")} | {
         "CRM_BULK_DATABASE_URL": database_url,
         "CRM_BULK_JWT_SECRET": "client tests secret, certainly long enough",
         "CRM_BULK_DATA_DIR": str(data_dir),
         "CRM_BULK_API_PORT": str(port),
-        "CRM_BULK_WORKER_PROCESSES": "1",
+        "CRM_BULK_WORKER_PROCESSES": str(workers),
         "CRM_BULK_WORKER_METRICS_PORT": "0",
         "CRM_BULK_SCHEDULER_HEALTH_PORT": "0",
         "CRM_BULK_SCHEDULER_INTERVAL_SECONDS": "0.1",
