@@ -91,6 +91,14 @@ def status_mb(pid: int, field: str) -> float:
     raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (the API's chDB store host)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
 @contextmanager
 def api_process(database_url: str, data_dir: Path) -> Iterator[tuple[str, int]]:
     """`crm-bulk api` in a process of its own on a free port, with its chDB store under `data_dir` (one
