@@ -28,20 +28,31 @@ def blank_rows(frame: pl.DataFrame) -> pl.Series:
     return frame.select(pl.all_horizontal(pl.all().is_null()).alias("blank")).to_series()
 
 
-def drop_blank_rows(frame: pl.DataFrame) -> pl.DataFrame:
-    """The rows with at least one non-empty cell."""
-    return frame.filter(~blank_rows(frame)) if frame.height else frame
-
-
 def empty_as_null(frame: pl.DataFrame) -> pl.DataFrame:
     """Every empty text cell as null (a quoted "" is as empty as nothing between two delimiters)."""
-    return frame.with_columns(
-        pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c) for c in frame.columns
-    )
+    return frame.lazy().pipe(_empty_as_null).collect()
+
+
+def drop_blank_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """Empty cells as null, and only the rows with at least one non-empty cell."""
+    if not frame.height or not frame.width:
+        return frame
+    return _without_blank_rows(frame.lazy()).collect()
+
+
+def _empty_as_null(frame: pl.LazyFrame) -> pl.LazyFrame:
+    return frame.with_columns(pl.when(pl.all() == "").then(None).otherwise(pl.all()).name.keep())
+
+
+def _without_blank_rows(frame: pl.LazyFrame) -> pl.LazyFrame:
+    if not frame.collect_schema().len():
+        return frame
+    return _empty_as_null(frame).filter(~pl.all_horizontal(pl.all().is_null()))
 
 
 def import_columns(frame: pl.DataFrame, columns: ColumnMapping) -> pl.DataFrame:
-    """`frame` (text columns named by `positional_names`, empty cells null) as an import frame."""
+    """`frame` (text columns named by `positional_names`) as an import frame: empty cells null, blank rows
+    dropped and every column placed in one pass."""
     exprs: list[pl.Expr] = []
     custom: dict[str, str] = {}
     for name, target in zip(frame.columns, columns.fields, strict=False):
@@ -63,7 +74,9 @@ def import_columns(frame: pl.DataFrame, columns: ColumnMapping) -> pl.DataFrame:
             custom[name] = target.removeprefix(CUSTOM_PREFIX)
     if custom:
         exprs.append(custom_fields_json(custom))
-    return import_frame(frame.select(exprs) if exprs else pl.DataFrame())
+    if not exprs:
+        return import_frame(pl.DataFrame())
+    return import_frame(_without_blank_rows(frame.lazy()).select(exprs).collect())
 
 
 def custom_fields_json(columns: dict[str, str]) -> pl.Expr:

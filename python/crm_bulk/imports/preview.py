@@ -25,7 +25,7 @@ from crm_bulk.actions.specs import (
     TAG_MAX_CHARS,
 )
 from crm_bulk.errors import ValidationError
-from crm_bulk.imports.columns import import_columns
+from crm_bulk.imports.columns import drop_blank_rows, import_columns
 from crm_bulk.imports.csv_records import DelimitedParser, numbered_records
 from crm_bulk.imports.headers import CUSTOM_PREFIX, ColumnMapping
 from crm_bulk.imports.options import ImportOptions
@@ -94,7 +94,7 @@ def preview_text(body: bytes, options: ImportOptions, *, limit: int = DEFAULT_PR
             field="body",
             code="empty",
         )
-    text = parser.parse_batch(batch).head(limit)
+    text = drop_blank_rows(parser.parse_batch(batch)).head(limit)
     lines = [
         line
         for line, fields in numbered_records(

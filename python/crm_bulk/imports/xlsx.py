@@ -25,7 +25,6 @@ import python_calamine
 from crm_bulk.errors import PayloadTooLargeError, ValidationError
 from crm_bulk.imports.columns import (
     blank_rows,
-    drop_blank_rows,
     empty_as_null,
     import_columns,
     positional_names,
@@ -172,7 +171,7 @@ class XlsxParser:
     def _batch_frame(self, batch: list[list[Any]], first_number: int) -> Iterator[pl.DataFrame]:
         assert self.columns is not None
         text = self._text_frame(batch, first_number)
-        frame = import_columns(drop_blank_rows(empty_as_null(text)), self.columns)
+        frame = import_columns(text, self.columns)
         self.rows += frame.height
         if frame.height:
             yield frame
