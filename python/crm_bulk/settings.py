@@ -33,8 +33,10 @@ DEFAULT_CHUNK_SIZE = 5000
 # (anyio's limit is 40), and beyond this many they queue for a connection instead of piling onto PostgreSQL.
 # Upload caps are checked against it.
 API_POOL_SIZE = 12
-# Largest XLSX import: calamine holds the whole sheet in memory (benchmarks/xlsx_memory.py measures it).
-XLSX_DEFAULT_BYTES = 64 * 1024**2
+# Largest XLSX import: calamine holds the whole sheet in memory, about 19 MB resident per MB of workbook
+# (benchmarks/xlsx_memory.py: 7.6 MB, 200k rows: +147 MB; 15.2 MB, 400k rows: +293 MB), so 16 MiB is about
+# 420k export-like rows and 310 MB at peak per upload.
+XLSX_DEFAULT_BYTES = 16 * 1024**2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,7 +178,8 @@ class Settings:
         default=XLSX_DEFAULT_BYTES,
         metadata=_doc(
             "Largest XLSX import or preview: a workbook is spooled to a temporary file and its sheet read "
-            "whole, so this bounds the API's memory for it; a larger one answers 413."
+            "whole, about 19 MB of memory per MB of workbook (16 MiB: some 420k rows, 310 MB); a larger one "
+            "answers 413."
         ),
     )
     upload_idle_timeout_seconds: float = field(
