@@ -31,6 +31,9 @@ def migrate() -> None:
     click.echo(f"applied {len(applied)} migration(s)" + (f": {applied}" if applied else ""))
 
 
+SHUTDOWN_GRACE_SECONDS = 10
+
+
 def uvicorn_config(app: Litestar, settings: Settings) -> uvicorn.Config:
     """How uvicorn serves `app`. Its proxy-header handling is on only behind trusted proxies, and trusts only
     those: by default it would believe `X-Forwarded-For` from any loopback peer."""
@@ -45,6 +48,9 @@ def uvicorn_config(app: Litestar, settings: Settings) -> uvicorn.Config:
         lifespan="on",
         proxy_headers=bool(networks),
         forwarded_allow_ips=networks,
+        # Event streams (`/bulk-actions/{id}/events`) never end on their own: a stop waits this long for
+        # them, then closes them (their clients reconnect to another process with Last-Event-ID).
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
 
 
