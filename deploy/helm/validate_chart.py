@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import subprocess
@@ -23,7 +24,14 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate
+import kubernetes_validate.utils
 import yaml
+
+# kubernetes-validate reads and parses its definitions file (megabytes of JSON) on every call; they are
+# only read, so one parse per file serves all the manifests.
+kubernetes_validate.utils.schema_contents = functools.lru_cache(maxsize=None)(
+    kubernetes_validate.utils.schema_contents
+)
 
 HERE = Path(__file__).resolve().parent
 CHART = HERE / "crm-bulk"
