@@ -183,7 +183,12 @@ def test_without_keda_the_workers_get_a_plain_hpa() -> None:
     [
         (["--set", "worker.autoscaling.maxReplicas=7"], "exceeds config.kafkaPartitions (6)"),
         (["--set", "worker.processesPerPod=2"], "exceeds config.kafkaPartitions (6)"),
-        (["--set", "config.queueUrl=postgres"], "config.queueUrl must be kafka://"),
+        (
+            ["--set", "config.queueUrl=postgres"],
+            "/config/queueUrl': 'postgres' does not match pattern '^kafka://'",
+        ),
+        (["--set", "keda.lagThreshold=0"], "/keda/lagThreshold': minimum: got 0, want 1"),
+        (["--set", "image.digest=latest"], "/image/digest"),
         (["--set", "secrets.existingSecret="], "secrets.existingSecret must name an existing Secret"),
         (["--set", "secrets.keys.databaseUrl="], "secrets.keys.databaseUrl is required"),
         (["--set", "secrets.keys.jwtSecret="], "secrets.keys.jwtSecret is required"),
