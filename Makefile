@@ -21,6 +21,7 @@ run: install
 
 # Services are stopped whatever the outcome; pytest's "no tests collected" (exit 5) counts as a failure.
 test: install
+	scripts/browser_tools.sh install
 	@scripts/services.sh start; \
 	CI=$${CI:-} $(VENV)/bin/pytest tests; rc=$$?; \
 	scripts/services.sh stop; \

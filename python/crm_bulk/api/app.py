@@ -12,12 +12,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import (
-    JsonRenderPlugin,
-    ScalarRenderPlugin,
-    SwaggerRenderPlugin,
-    YamlRenderPlugin,
-)
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
 
 from crm_bulk.api import dependencies, health, observability, problems, query_params, ratelimiting, security
@@ -29,7 +24,9 @@ from crm_bulk.api.controllers.derived import DerivedJobController
 from crm_bulk.api.controllers.events import EventController, progress_hub_for
 from crm_bulk.api.controllers.imports import ImportPreviewController
 from crm_bulk.api.controllers.results import ResultController
+from crm_bulk.api.controllers.ui import dashboard_page, static_files_router
 from crm_bulk.api.controllers.webhooks import WebhookController
+from crm_bulk.api.docs_page import OfflineSwaggerRenderPlugin
 from crm_bulk.api.openapi_numbers import exact_integer_bounds
 from crm_bulk.api.request_schemas import RequestBodySchemaPlugin
 from crm_bulk.api.resources import Resources
@@ -53,8 +50,8 @@ def _openapi_config() -> OpenAPIConfig:
         description=DESCRIPTION,
         path="/schema",
         render_plugins=[
-            SwaggerRenderPlugin(path=["/", "/swagger"]),
-            ScalarRenderPlugin(),
+            # Swagger UI from the package's own copy: the docs render offline, under a same-origin CSP.
+            OfflineSwaggerRenderPlugin(path=["/", "/swagger"]),
             JsonRenderPlugin(),
             YamlRenderPlugin(),
         ],
@@ -125,6 +122,8 @@ def create_app(settings: Settings) -> Litestar:
             ResultController,
             WebhookController,
             EventController,
+            dashboard_page,
+            static_files_router(),
         ],
         dependencies={
             "resources": Provide(dependencies.provide_resources, sync_to_thread=False),

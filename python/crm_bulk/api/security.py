@@ -17,8 +17,9 @@ from crm_bulk.auth.accounts import Principal
 from crm_bulk.auth.roles import Role, role_allows
 from crm_bulk.auth.tokens import Claims
 
-# Routes anyone may call: operations, the API docs, and the two routes that hand out tokens.
-PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics$", "^/schema", "^/auth/"]
+# Routes anyone may call: operations, the API docs, the dashboard's static files (it signs in like any
+# client), and the two routes that hand out tokens.
+PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics$", "^/schema", "^/ui(/|$)", "^/auth/"]
 
 
 def _principal_of(resources: Resources, claims: Claims) -> Principal:

@@ -1,0 +1,270 @@
+"""The dashboard in Debian's Chromium, end to end against `crm-bulk up`: sign in, import 100k rows through the
+import page, follow the job, read its errors and download them, cancel a scheduled job; a viewer's pages
+hold no write buttons; axe-core finds no serious or critical violation on any page."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.browser_support import (
+    Member,
+    add_member,
+    assert_accessible,
+    count_text,
+    register_admin,
+    sign_in,
+)
+from tests.integration.client_support import Stack
+
+ROWS = 100_000
+BAD_EVERY = 1_000  # an invalid email: failed invalid_email
+REPEAT_EVERY = 2_000  # the row before's email again: skipped as a duplicate
+WRITE_BUTTONS = ["#cancel-job", "#run-job", "#retry-job", "#revert-job"]
+COUNTS = ["total", "succeeded", "failed", "skipped", "cancelled"]
+
+
+@pytest.fixture(scope="module")
+def admin(stack: Stack) -> Member:
+    """The admin of an account of this module's own."""
+    return register_admin(stack.base, "Dashboard")
+
+
+@pytest.fixture(scope="module")
+def viewer(stack: Stack, admin: Member) -> Member:
+    """A viewer of the admin's account."""
+    return add_member(stack.base, admin, "viewer")
+
+
+@pytest.fixture(scope="module")
+def contacts_csv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int]:
+    """A 100k-row CSV: (path, rows that fail, rows skipped as duplicates)."""
+    path = tmp_path_factory.mktemp("ui-import") / "contacts.csv"
+    failed = skipped = 0
+    lines = ["Email,First Name,Last Name,Company"]
+    for i in range(1, ROWS + 1):
+        if i % BAD_EVERY == 0:
+            email, failed = f"not-an-email-{i}", failed + 1
+        elif i % REPEAT_EVERY == 2:
+            email, skipped = f"person{i - 1}@example.com", skipped + 1
+        else:
+            email = f"person{i}@example.com"
+        lines.append(f"{email},First{i},Last{i},Company {i % 97}")
+    path.write_text("\n".join(lines) + "\n")
+    return path, failed, skipped
+
+
+def _job(stack: Stack, member: Member, job_id: str) -> dict[str, Any]:
+    answer = httpx.get(f"{stack.base}/bulk-actions/{job_id}", headers=member.headers)
+    assert answer.status_code == 200, answer.text
+    job: dict[str, Any] = answer.json()
+    return job
+
+
+def _scheduled_job(stack: Stack, member: Member) -> str:
+    """A tagging job over the whole account that waits a day in `scheduled`."""
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    made = httpx.post(
+        f"{stack.base}/bulk-actions",
+        json={"action": "add_tags", "target": {"all": True}, "tags": ["later"], "scheduled_for": later},
+        headers=member.headers,
+    )
+    assert made.status_code == 202, made.text
+    job_id: str = made.json()["id"]
+    return job_id
+
+
+def _upload_progress_seen(page: Page) -> list[int]:
+    values: list[int] = page.evaluate("() => window.__uploadProgress")
+    return values
+
+
+def test_import_100k_rows_then_counts_errors_and_csv(
+    *,
+    page: Page,
+    stack: Stack,
+    admin: Member,
+    contacts_csv: tuple[Path, int, int],
+    axe_source: str,
+    shots: str,
+) -> None:
+    path, bad_rows, repeated_rows = contacts_csv
+    sign_in(page, stack.base, admin)
+    page.get_by_role("navigation").get_by_role("link", name="Import").click()
+    page.get_by_role("heading", level=1, name="Import contacts").wait_for()
+    assert_accessible(page, axe_source, "the import page")
+
+    page.get_by_label("Choose a CSV, NDJSON or XLSX file").set_input_files(path)
+    expect(page.locator("#import-preview")).to_be_visible()
+    # The mapping step: the preview matched each header to its field.
+    expect(page.get_by_label("Field for column Email")).to_have_value("email")
+    expect(page.get_by_label("Field for column First Name")).to_have_value("first_name")
+    assert_accessible(page, axe_source, "the import page's mapping step")
+
+    # Every value the upload bar takes, as the page sets it (the page moves on to the job once it is sent).
+    page.evaluate(
+        """() => {
+            const bar = document.getElementById('upload-progress');
+            window.__uploadProgress = [];
+            new MutationObserver(() => window.__uploadProgress.push(bar.value))
+                .observe(bar, {attributes: true, attributeFilter: ['aria-valuetext']});
+        }"""
+    )
+    page.get_by_role("button", name="Import", exact=True).click()
+    page.wait_for_url("**/ui#/jobs/*", timeout=120_000)
+    seen = _upload_progress_seen(page)
+    assert seen and seen[-1] == 100, seen
+    assert seen == sorted(seen), seen
+
+    job_id = page.url.rsplit("/", 1)[1]
+    expect(page.locator("#job-status")).to_have_text("completed with errors", timeout=150_000)
+    api_job = _job(stack, admin, job_id)
+    assert (api_job["total"], api_job["failed"], api_job["skipped"]) == (ROWS, bad_rows, repeated_rows)
+    assert api_job["succeeded"] == ROWS - bad_rows - repeated_rows
+    for name in COUNTS:
+        shown = count_text(page.locator(f"[data-count={name}]").inner_text())
+        assert shown == api_job[name], (name, shown, api_job[name])
+    expect(page.locator("#job-progress")).to_have_js_property("value", 100)
+
+    # Statistics once the log holds every outcome, then the failed entities, page by page.
+    by_code = page.get_by_role("region", name="Failed entities by error code")
+    expect(by_code.get_by_role("row", name=f"invalid_email {bad_rows}")).to_be_visible(timeout=60_000)
+    errors = page.locator("#error-table tbody tr")
+    expect(errors).to_have_count(20)
+    expect(errors.first).to_contain_text("invalid_email")
+    page.get_by_role("button", name="Next page").click()
+    expect(page.locator("#error-page")).to_have_text("Page 2")
+    expect(errors).to_have_count(20)
+    assert_accessible(page, axe_source, "a job page")
+    page.screenshot(path=f"{shots}/job.png", full_page=True)
+
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download errors (CSV)").click()
+    download = download_info.value
+    assert download.suggested_filename == f"bulk-action-{job_id}-errors.csv"
+    rows = list(csv.DictReader(io.StringIO(Path(download.path()).read_text())))
+    assert len(rows) == bad_rows + repeated_rows
+    assert sum(r["code"] == "invalid_email" for r in rows) == bad_rows
+    assert {r["outcome"] for r in rows} == {"failed", "skipped"}
+
+    page.get_by_role("navigation").get_by_role("link", name="Jobs").click()
+    row = page.locator(f"tr[data-job-id='{job_id}']")
+    expect(row).to_contain_text("completed with errors")
+    expect(row.get_by_role("progressbar")).to_have_js_property("value", 100)
+    assert_accessible(page, axe_source, "the jobs list")
+    page.screenshot(path=f"{shots}/jobs.png", full_page=True)
+
+
+def test_cancel_a_scheduled_job(page: Page, stack: Stack, admin: Member, axe_source: str) -> None:
+    job_id = _scheduled_job(stack, admin)
+    sign_in(page, stack.base, admin)
+    row = page.locator(f"tr[data-job-id='{job_id}']")
+    expect(row).to_contain_text("scheduled")
+    page.get_by_label("Status", exact=True).select_option("scheduled")
+    expect(page.locator("tbody tr")).to_have_count(1)
+    row.get_by_role("link").click()
+    expect(page.locator("#job-status")).to_have_text("scheduled")
+    page.get_by_role("button", name="Cancel job").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Cancel job")
+    assert_accessible(page, axe_source, "the cancel dialog")
+    dialog.get_by_role("button", name="Cancel the job").click()
+    expect(page.locator("#job-status")).to_have_text("cancelled")
+    expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)
+    assert _job(stack, admin, job_id)["status"] == "cancelled"
+
+
+def test_viewer_sees_no_write_buttons(
+    page: Page, stack: Stack, admin: Member, viewer: Member, axe_source: str
+) -> None:
+    pending = _scheduled_job(stack, admin)
+    sign_in(page, stack.base, viewer)
+    expect(page.locator("#whoami")).to_contain_text("viewer")
+    expect(page.get_by_role("link", name="Import")).to_have_count(0)
+    page.locator(f"tr[data-job-id='{pending}']").get_by_role("link").click()
+    expect(page.locator("#job-status")).to_have_text("scheduled")
+    expect(page.get_by_role("button", name="Download errors (CSV)")).to_be_visible()
+    for selector in WRITE_BUTTONS:
+        expect(page.locator(selector)).to_have_count(0)
+    # An ended job with failures and successes: still nothing to press but the download.
+    ended = httpx.get(
+        f"{stack.base}/bulk-actions", params={"status": "completed_with_errors"}, headers=viewer.headers
+    ).json()["items"]
+    if ended:
+        page.goto(f"{stack.base}/ui#/jobs/{ended[0]['id']}")
+        expect(page.locator("#job-status")).to_have_text("completed with errors")
+        for selector in WRITE_BUTTONS:
+            expect(page.locator(selector)).to_have_count(0)
+    page.get_by_role("navigation").get_by_role("link", name="Account").click()
+    expect(page.locator("#my-role")).to_have_text("viewer")
+    expect(page.get_by_role("heading", name="Members")).to_have_count(0)
+    expect(page.get_by_role("button", name="Save limits")).to_have_count(0)
+    page.goto(f"{stack.base}/ui#/import")
+    expect(page.get_by_text("Importing needs the editor or admin role.")).to_be_visible()
+    expect(page.locator("#start-import")).to_have_count(0)
+    assert_accessible(page, axe_source, "the import page as a viewer")
+
+
+def test_admin_manages_members_and_limits(page: Page, stack: Stack, admin: Member, axe_source: str) -> None:
+    sign_in(page, stack.base, admin)
+    page.get_by_role("navigation").get_by_role("link", name="Account").click()
+    members = page.get_by_role("region", name="Members of the account")
+    expect(members.get_by_role("row", name=admin.email)).to_be_visible()
+    assert_accessible(page, axe_source, "the account page")
+    page.get_by_label("Email").fill("new-editor@example.com")
+    page.get_by_label("Password").fill("a long and unusual passphrase 42")
+    page.get_by_label("Role").select_option("editor")
+    page.get_by_role("button", name="Add member").click()
+    expect(members.get_by_role("row", name="new-editor@example.com editor")).to_be_visible()
+    page.get_by_label("Entities per second").fill("1234")
+    page.get_by_role("button", name="Save limits").click()
+    expect(page.locator("#limit-entities")).to_have_text("1,234")
+    account = httpx.get(f"{stack.base}/accounts/me", headers=admin.headers).json()
+    assert account["limits"]["entities_per_second"] == 1234
+    page.get_by_role("button", name="Remove new-editor@example.com").click()
+    page.get_by_role("dialog").get_by_role("button", name="Remove").click()
+    expect(members.get_by_role("row", name="new-editor@example.com")).to_have_count(0)
+    listed = httpx.get(f"{stack.base}/accounts/me/members", headers=admin.headers).json()
+    assert "new-editor@example.com" not in {m["email"] for m in listed}
+
+
+def test_sign_in_page_keyboard_and_narrow_screen(
+    page: Page, stack: Stack, admin: Member, axe_source: str
+) -> None:
+    page.set_viewport_size({"width": 360, "height": 740})
+    page.goto(f"{stack.base}/ui")
+    page.get_by_role("heading", level=1, name="Sign in").wait_for()
+    assert_accessible(page, axe_source, "the sign-in page")
+    # Keyboard only: the form is reached and sent without a pointer; focus is visibly outlined.
+    page.keyboard.press("Tab")
+    focused = page.evaluate(
+        "() => [document.activeElement.id, getComputedStyle(document.activeElement).outlineStyle]"
+    )
+    assert focused[0] in {"skip-link", "login-email", "login-password"}
+    page.locator("#login-email").focus()
+    page.keyboard.type(admin.email)
+    page.keyboard.press("Tab")
+    outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none"
+    page.keyboard.type("correct horse battery staple")
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", level=1, name="Jobs").wait_for()
+    token_kept = page.evaluate(
+        "() => JSON.stringify(localStorage) + JSON.stringify(sessionStorage) + document.cookie"
+    )
+    assert "eyJ" not in token_kept  # the JWT stays in the page's memory
+    # At 360 px nothing runs off the side but the tables' own scrolling regions.
+    for route in ["#/jobs", "#/account", "#/import"]:
+        page.goto(f"{stack.base}/ui{route}")
+        page.locator("h1").wait_for()
+        page.wait_for_timeout(200)
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 360, (route, width)
+        assert_accessible(page, axe_source, f"{route} at 360 px")
