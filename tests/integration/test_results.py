@@ -251,6 +251,8 @@ def _streamed_lines(client: httpx.Client, url: str) -> Iterator[tuple[int, str]]
             yield int(row.split(",", 1)[0]), row
 
 
+# The session's 600 s per test is for CI sizes; a million rows on a busy 2-core machine takes longer.
+@pytest.mark.timeout(max(600, SCALE_ROWS // 300))
 def test_at_scale_failed_rows_by_line_a_corrected_retry_and_a_small_api_while_streaming(
     pg_server_url: str, tmp_path: Path
 ) -> None:
