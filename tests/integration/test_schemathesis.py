@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, assume, settings
 from litestar import Litestar
 from litestar.testing import TestClient
 from schemathesis import checks
@@ -75,8 +75,9 @@ ACCEPTED: dict[str, list[str]] = {
     # Which parts an action needs depends on the action; a filter must compile; scheduled_for must be in
     # the future (422). An Idempotency-Key used with another body (409).
     "POST /bulk-actions": ["409", "422"],
-    # The body must read as CSV or NDJSON (422); an Idempotency-Key used with another body (409).
+    # The body must read as CSV, NDJSON or XLSX (422); an Idempotency-Key used with another body (409).
     "POST /bulk-actions/import": ["409", "422"],
+    "POST /bulk-actions/import/preview": ["422"],
     # A job that has ended cannot be cancelled (409).
     "POST /bulk-actions/{job_id}/cancel": [*NOT_FOUND, "409"],
     # A webhook URL must resolve to public addresses (422); an account has at most 20 endpoints (409).
@@ -132,8 +133,11 @@ def _document() -> dict[str, Any]:
     return document
 
 
-# Uploads are text; schemathesis sends generated strings as the body.
+# Uploads are text, or bytes for a workbook; schemathesis sends generated strings or bytes as the body.
 schemathesis.serializer.alias("application/x-ndjson", "text/plain")
+schemathesis.serializer.alias(
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "application/octet-stream"
+)
 DOCUMENT = _document()
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
 
@@ -180,6 +184,10 @@ def _send(client: TestClient[Litestar], kwargs: dict[str, Any]) -> Any:
 def test_every_operation_conforms_to_the_schema(
     case: Any, client: TestClient[Litestar], tenant: Tenant, database_url: str
 ) -> None:
+    # The caller removing itself (allowed once a generated request has made another member admin) would
+    # leave every later case with a dead token; what a removal answers is still tested on the other ids.
+    target = str((case.path_parameters or {}).get("user_id"))
+    assume(not (case.method == "DELETE" and target == str(tenant.admin_id)))
     kwargs = case.as_transport_kwargs(base_url=BASE_URL, headers=tenant.admin)
     response = _send(client, kwargs)
     try:
