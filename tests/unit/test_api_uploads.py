@@ -198,3 +198,12 @@ def test_malformed_files_are_explained_in_the_platforms_words(
     message = str(caught.value)
     assert reason in message
     assert not any(word in message.lower() for word in READER_WORDS), message
+
+
+def test_a_short_row_after_a_field_over_128_kib_is_still_named() -> None:
+    big = "x" * 200_000
+    data = f'email,first_name\na@x.com,"{big}"\nb@x.com\n'.encode()
+    with pytest.raises(ValidationError) as caught:
+        _feed(CsvParser(), data, 1 << 20)
+    assert caught.value.code == "ragged_row"
+    assert str(caught.value).startswith("line 3: 1 fields where the header has 2")

@@ -30,6 +30,8 @@ from crm_bulk.imports.headers import ColumnMapping, UnknownColumns, resolve_colu
 DEFAULT_BATCH_BYTES = 256 * 1024
 # A single record larger than this (or a quote never closed) is refused rather than buffered without end.
 MAX_RECORD_BYTES = 1024 * 1024
+# The row reader (which names ragged rows) must take any field a record may hold; its default is 128 KiB.
+csv.field_size_limit(max(csv.field_size_limit(), MAX_RECORD_BYTES + 1))
 # How many newlines from the end to try as a cut before waiting for more bytes (each try is one C-speed scan).
 _CUT_ATTEMPTS = 64
 # A quoted field's text, quotes included (a doubled quote inside splits it in two matches, both removed).
@@ -157,7 +159,14 @@ class DelimitedParser:
         text = raw.decode("utf-8").rstrip("\r\n")
         if self._given_delimiter is None:
             self.delimiter = sniff_delimiter(text)
-        rows = list(csv.reader([text], delimiter=self.delimiter))
+        try:
+            rows = list(csv.reader([text], delimiter=self.delimiter))
+        except csv.Error:
+            raise ValidationError(
+                "the header row cannot be read (a field over the reader's limit, or a stray quote)",
+                field="body",
+                code="malformed_csv",
+            ) from None
         headers = rows[0] if rows else []
         self.columns = resolve_columns(headers, mapping=self._mapping, unknown_columns=self._unknown_columns)
         self._header = raw.rstrip(b"\r\n") + b"\n"
@@ -197,9 +206,13 @@ def numbered_records(text: str, delimiter: str, *, first_line: int) -> Iterator[
     """(line the record starts on, its fields) of each record of `text`; blank lines give empty lists."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=False)
     start = first_line
-    for fields in reader:
-        yield start, fields
-        start = first_line + reader.line_num
+    try:
+        for fields in reader:
+            yield start, fields
+            start = first_line + reader.line_num
+    except csv.Error:
+        # A field over the row reader's limit (128 KiB): the records before it are all it can number.
+        return
 
 
 def _widths_match(batch: bytes, delimiter: str, width: int, rows: int) -> bool:
