@@ -6,6 +6,7 @@ With `--json` nothing but the machine output reaches stdout, and no bars are dra
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,7 +24,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped or captured, tables are not squeezed into 80 columns (rich's default without a terminal): rows stay
+# whole for grep and for the eye.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
 
 Job = dict[str, Any]
