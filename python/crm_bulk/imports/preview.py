@@ -84,7 +84,8 @@ def preview_text(body: bytes, options: ImportOptions, *, limit: int = DEFAULT_PR
         encoding=options.encoding,
         mapping=options.mapping,
         unknown_columns=options.unknown_columns,
-        batch_bytes=len(body) + 1,  # one batch: the preview parses only what it shows
+        # Above the sample's size: `feed` only reads the header, the whole records are taken at once below.
+        batch_bytes=len(body) + 1,
     )
     parser.feed(body)
     batch = parser.complete_batch()
