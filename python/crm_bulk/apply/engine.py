@@ -35,13 +35,12 @@ from crm_bulk.apply.images import (
     IMPORT_RESULT,
     before_image,
     dry_run_sample,
-    encode_image,
+    keep_image,
 )
 from crm_bulk.apply.restore import restore_image
 from crm_bulk.apply.staging import copy_out, stage_ids, stage_import
 from crm_bulk.entitylog.outbox import OUTCOME_COLUMNS, encode_outcomes, outcome_counts, outcome_of
 from crm_bulk.errors import CrmBulkError, NotFoundError, PermanentError, RetryableError
-from crm_bulk.ledger.images import store_chunk_image
 from crm_bulk.ledger.payload import REPEAT_OF, decode_payload
 from crm_bulk.postgres import Conn, classify
 from crm_bulk.sqlfiles import query
@@ -163,18 +162,8 @@ def _apply_claimed(
     counts = outcome_counts(outcomes)
     outbox = encode_outcomes(outcomes)
     clock.lap("outbox")
-    if image.height or sample is not None:
-        # A dry run changed nothing, so it keeps no image to revert; only its sample.
-        store_chunk_image(
-            conn,
-            job_id,
-            chunk_no,
-            account_id=chunk.account_id,
-            image_rows=0 if chunk.dry_run else image.height,
-            before_image=None if chunk.dry_run or not image.height else encode_image(image),
-            sample=None if sample is None else encode_image(sample),
-        )
-        clock.lap("image")
+    keep_image(conn, job_id, chunk_no, account_id=chunk.account_id, image=image, sample=sample)
+    clock.lap("image")
     duration_ms = clock.elapsed_ms()
     ledger.complete_chunk(
         conn,

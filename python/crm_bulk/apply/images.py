@@ -14,12 +14,14 @@ before the rollback). Everything stays in columns; only the preview's small page
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 import msgspec
 import polars as pl
 
 from crm_bulk.apply.staging import copy_out, csv_payload
 from crm_bulk.ipc import read_ipc, write_ipc
+from crm_bulk.ledger.images import store_chunk_image
 from crm_bulk.postgres import Conn
 from crm_bulk.sqlfiles import query
 
@@ -96,6 +98,39 @@ def encode_image(image: pl.DataFrame) -> bytes:
 def decode_image(raw: bytes) -> pl.DataFrame:
     """A stored before-image or sample."""
     return read_ipc(raw)
+
+
+def keep_image(
+    conn: Conn,
+    job_id: UUID,
+    chunk_no: int,
+    *,
+    account_id: int,
+    image: pl.DataFrame,
+    sample: pl.DataFrame | None,
+) -> None:
+    """Store a chunk's before-image beside its ledger row, in its transaction; a dry run's chunk (`sample`
+    given) changed nothing, so it keeps only its sample. Nothing is stored for a chunk that wrote nothing."""
+    if sample is not None:
+        store_chunk_image(
+            conn,
+            job_id,
+            chunk_no,
+            account_id=account_id,
+            image_rows=0,
+            before_image=None,
+            sample=encode_image(sample),
+        )
+    elif image.height:
+        store_chunk_image(
+            conn,
+            job_id,
+            chunk_no,
+            account_id=account_id,
+            image_rows=image.height,
+            before_image=encode_image(image),
+            sample=None,
+        )
 
 
 def stage_restore(conn: Conn, image: pl.DataFrame) -> None:
