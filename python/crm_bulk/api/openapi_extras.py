@@ -20,15 +20,17 @@ class ImportUploadOperation(Operation):
         self.request_body = RequestBody(
             required=True,
             description=(
-                "CSV with a header row of contact field names (`tags` `;`-separated, `custom_fields` as JSON "
-                "text or `custom_fields.<key>` columns), or NDJSON, one import record per line."
+                "Delimited text (`,` `;` TAB `|`; UTF-8, UTF-16 with a byte order mark, or "
+                "`encoding=`) with a header row of contact field names or their aliases (`E-mail`, "
+                "`Given Name`, `Surname`, `Mobile`, `Organisation`, ...; `tags` `;`-separated, "
+                "`custom_fields` as JSON text or `custom_fields.<key>` columns; see `mapping` and "
+                "`unknown_columns`), an XLSX workbook, or NDJSON, one import record per line."
             ),
             content={
                 "text/csv": OpenAPIMediaType(schema=_TEXT),
                 "application/x-ndjson": OpenAPIMediaType(schema=_TEXT),
             },
         )
-        # Headers may also be other CRMs' names, delimited text any of `, ; TAB |`, or an XLSX workbook.
         self.request_body.content[XLSX_MEDIA_TYPE] = OpenAPIMediaType(schema=_BINARY)
 
 
