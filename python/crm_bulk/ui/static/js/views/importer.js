@@ -20,7 +20,7 @@ export async function showImport(main, signal) {
     replace(main, h("h1", { tabindex: "-1" }, "Import contacts"), h("p", {}, "Importing needs the editor or admin role."));
     return;
   }
-  const state = { file: null, mapping: null };
+  const state = { file: null, mapping: null, focus: null };
   const message = h("p", { class: "error", role: "alert", id: "import-message" });
   const input = h("input", { type: "file", id: "import-file", accept: ".csv,.tsv,.txt,.ndjson,.jsonl,.xlsx" });
   const zone = h(
@@ -76,8 +76,15 @@ export async function showImport(main, signal) {
       renderPreview(previewBody, answer, (header, field) => {
         state.mapping = { ...answer.mapping, [header]: field };
         for (const [key, value] of Object.entries(state.mapping)) state.mapping[key] = value || null;
+        state.focus = header;
         preview();
       });
+      // The table was drawn again: keep a keyboard user on the column they just changed.
+      if (state.focus) {
+        const again = [...previewBody.querySelectorAll("select")].find((s) => s.dataset.header === state.focus);
+        if (again) again.focus();
+        state.focus = null;
+      }
       previewBox.hidden = false;
       start.disabled = false;
       announce(`Preview ready: ${answer.rows.length} rows shown`);
@@ -127,7 +134,7 @@ function fieldSelect(header, current) {
   const custom = `custom_fields.${header.toLowerCase().replace(/[^a-z0-9]+/g, "_").replace(/^_|_$/g, "")}`;
   if (!options.includes(custom)) options.push(custom);
   if (current && !options.includes(current)) options.push(current);
-  const select = h("select", { "aria-label": `Field for column ${header}` },
+  const select = h("select", { "aria-label": `Field for column ${header}`, dataset: { header } },
     options.map((field) => h("option", { value: field }, field)), h("option", { value: "" }, "leave out"));
   select.value = current || "";
   return select;
