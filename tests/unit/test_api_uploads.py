@@ -206,4 +206,4 @@ def test_a_short_row_after_a_field_over_128_kib_is_still_named() -> None:
     with pytest.raises(ValidationError) as caught:
         _feed(CsvParser(), data, 1 << 20)
     assert caught.value.code == "ragged_row"
-    assert str(caught.value).startswith("line 3: 1 fields where the header has 2")
+    assert str(caught.value).startswith("line 3: 1 field where the header has 2")

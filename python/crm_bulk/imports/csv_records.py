@@ -187,7 +187,8 @@ class DelimitedParser:
             else:
                 where = f"column {len(fields) + 1} ({headers[len(fields)]!r}) is missing"
             return ValidationError(
-                f"line {line}: {len(fields)} fields where the header has {len(headers)}; {where}",
+                f"line {line}: {len(fields)} field{'' if len(fields) == 1 else 's'} where the header has "
+                f"{len(headers)}; {where}",
                 field="body",
                 code="ragged_row",
             )
