@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -53,17 +55,20 @@ PROGRESS_QUERY = "%FROM unnest(%bulk_actions b%"
 
 
 @pytest.fixture(scope="module")
-def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A PostgreSQL of this module's own with pg_stat_statements; the application database's URL."""
-    server = LocalPostgres(data_dir=tmp_path_factory.mktemp("pg-stat") / "data", port=free_port())
-    server.start()
+def own_postgres() -> Iterator[str]:
+    """A PostgreSQL of this module's own with pg_stat_statements; the application database's URL. Its folder
+    is outside pytest's (owner-only) temporary root: the server may run as another user, who must reach it."""
+    folder = Path(tempfile.mkdtemp(prefix="crm-bulk-pg-stat-"))
+    server = LocalPostgres(data_dir=folder / "data", port=free_port())
     try:
+        server.start()
         migrate(server.dsn)
         with psycopg.connect(server.dsn, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         yield server.dsn
     finally:
         server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass
