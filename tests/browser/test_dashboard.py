@@ -303,6 +303,8 @@ def test_admin_manages_members_and_limits(page: Page, stack: Stack, admin: Membe
 def test_sign_in_page_keyboard_and_narrow_screen(
     page: Page, stack: Stack, admin: Member, axe_source: str
 ) -> None:
+    policy = httpx.get(f"{stack.base}/ui").headers["content-security-policy"]
+    assert "script-src 'self';" in policy and "unsafe" not in policy and "http" not in policy
     page.set_viewport_size({"width": 360, "height": 740})
     page.goto(f"{stack.base}/ui")
     page.get_by_role("heading", level=1, name="Sign in").wait_for()
@@ -334,3 +336,49 @@ def test_sign_in_page_keyboard_and_narrow_screen(
         assert width <= 360, (route, width)
     # Contrast and target sizes at this width (the other pages were checked at desktop width).
     assert_accessible(page, axe_source, "the import page at 360 px")
+
+
+def test_dry_run_preview_promote_retry_and_revert(
+    page: Page, stack: Stack, admin: Member, tmp_path: Path
+) -> None:
+    small = tmp_path / "trial.csv"
+    small.write_text(
+        "email,first_name\n" + "".join(f"trial{i}@example.com,Trial{i}\n" for i in range(4)) + "broken,X\n"
+    )
+    sign_in(page, stack.base, admin)
+    page.get_by_role("navigation").get_by_role("link", name="Import").click()
+    page.get_by_label("Choose a CSV, NDJSON or XLSX file").set_input_files(small)
+    expect(page.locator("#import-preview")).to_be_visible()
+    page.get_by_label("Dry run (apply nothing, show what would change)").check()
+    page.get_by_role("button", name="Import", exact=True).click()
+    page.wait_for_url("**/ui#/jobs/*")
+    dry_id = page.url.rsplit("/", 1)[1]
+    expect(page.locator("#job-status")).to_have_text("completed with errors", timeout=60_000)
+    preview = page.get_by_role("region", name="What the dry run would change")
+    expect(preview).to_contain_text("trial0@example.com", timeout=30_000)
+    expect(preview).to_contain_text("trial3@example.com")
+
+    page.get_by_role("button", name="Run for real").click()
+    page.get_by_role("dialog").get_by_role("button", name="Run it").click()
+    expect(page).not_to_have_url(f"{stack.base}/ui#/jobs/{dry_id}")
+    real_id = page.url.rsplit("/", 1)[1]
+    expect(page.get_by_role("link", name=f"job {dry_id[:8]}")).to_be_visible()
+    expect(page.locator("#job-status")).to_have_text("completed with errors", timeout=60_000)
+    real = _job(stack, admin, real_id)
+    assert (real["source_id"], real["succeeded"], real["failed"]) == (dry_id, 4, 1)
+
+    page.get_by_role("button", name="Retry failed").click()
+    expect(page).not_to_have_url(f"{stack.base}/ui#/jobs/{real_id}")
+    retried = _job(stack, admin, page.url.rsplit("/", 1)[1])
+    assert (retried["source_id"], retried["total"]) == (real_id, 1)
+
+    page.goto(f"{stack.base}/ui#/jobs/{real_id}")
+    expect(page.locator("#job-status")).to_have_text("completed with errors")
+    page.get_by_role("button", name="Revert").click()
+    page.get_by_role("dialog").get_by_role("button", name="Revert").click()
+    expect(page).not_to_have_url(f"{stack.base}/ui#/jobs/{real_id}")
+    expect(page.locator("#job-status")).to_have_text("completed", timeout=60_000)
+    revert = _job(stack, admin, page.url.rsplit("/", 1)[1])
+    assert (revert["action"], revert["source_id"], revert["succeeded"]) == ("revert", real_id, 4)
+    left = httpx.get(f"{stack.base}/contacts", params={"email": "trial0@example.com"}, headers=admin.headers)
+    assert left.json()["items"] == []

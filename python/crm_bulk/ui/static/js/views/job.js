@@ -28,6 +28,7 @@ export async function showJob(main, id, signal) {
   const statsBody = h("div", {}, h("p", {}, "Loading statistics…"));
   stats.append(statsBody);
   const errors = errorsSection(id, message);
+  const preview = job.dry_run ? previewSection(id) : null;
   replace(
     main,
     h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "Jobs"), " / ", shortId(id)),
@@ -36,7 +37,7 @@ export async function showJob(main, id, signal) {
     summary.element,
     actions,
     job.mapping_used ? mappingSection(job.mapping_used) : null,
-    job.dry_run ? previewSection(id) : null,
+    preview ? preview.element : null,
     stats,
     errors.element,
   );
@@ -66,6 +67,7 @@ export async function showJob(main, id, signal) {
       await new Promise((resolve) => window.setTimeout(resolve, STATS_REFRESH_MS / 2));
     }
     await errors.load();
+    if (preview) await preview.load();
   };
   if (TERMINAL.has(job.status)) {
     settle();
@@ -73,6 +75,7 @@ export async function showJob(main, id, signal) {
   }
   await refreshStats();
   errors.load();
+  if (preview) preview.load();
   const timer = window.setInterval(refreshStats, STATS_REFRESH_MS);
   signal.addEventListener("abort", () => window.clearInterval(timer));
   followJob(id, show, signal)
@@ -231,12 +234,13 @@ function mappingSection(mapping) {
 
 function previewSection(id) {
   const body = h("div", {}, h("p", {}, "Loading the preview…"));
-  api(`/bulk-actions/${id}/preview?limit=20`).then((preview) => {
+  const load = () => api(`/bulk-actions/${id}/preview?limit=20`).then((preview) => {
     const json = (o) => (o && Object.keys(o).length ? JSON.stringify(o) : "—");
     replace(body, preview.items.length ? table("What the dry run would change", ["Line", "Entity", "Outcome", "Before", "After"],
       preview.items.map((item) => h("tr", {}, h("td", { class: "num" }, item.line), h("td", { class: "num" }, item.entity_id ?? "new"),
         h("td", {}, item.code), h("td", { class: "mono" }, json(item.before)), h("td", { class: "mono" }, json(item.after)))))
       : h("p", {}, "Nothing in the sample yet."));
   }).catch((failure) => replace(body, h("p", { class: "error" }, `Preview unavailable: ${failure.message}`)));
-  return h("section", { "aria-labelledby": "preview-heading" }, h("h2", { id: "preview-heading" }, "Dry-run preview"), body);
+  const element = h("section", { "aria-labelledby": "preview-heading" }, h("h2", { id: "preview-heading" }, "Dry-run preview"), body);
+  return { element, load };
 }
