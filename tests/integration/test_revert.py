@@ -4,20 +4,25 @@ alone (`changed_since`), reverts of reverts, and what may not be reverted."""
 from __future__ import annotations
 
 import os
+import threading
 
+import psycopg
 import pytest
 
 from crm_bulk.errors import ConflictError
 from crm_bulk.jobs.control import cancel_job
 from crm_bulk.jobs.derived import purge_before_images, revert_job
+from crm_bulk.jobs.lifecycle import start_planned_jobs
 from crm_bulk.postgres import Conn
 from tests.integration.apply_support import (
+    apply_on_own_connection,
     codes,
     counts_add_up,
     insert_contacts,
     new_account,
     outcomes,
     submit,
+    wait_for_a_lock_waiter,
 )
 from tests.integration.derived_support import RETENTION_DAYS, checksum, revert_to_end, run_to_end
 
@@ -252,3 +257,31 @@ def test_images_of_jobs_ended_past_the_retention_are_purged(conn: Conn) -> None:
         "SELECT job_id FROM bulk_action_chunk_images WHERE job_id = ANY(%s)", ([old.id, recent.id],)
     ).fetchall()
     assert kept == [(recent.id,)]
+
+
+def test_a_write_committed_while_the_revert_waits_on_the_row_wins(conn: Conn, database_url: str) -> None:
+    """The version check is re-made on the row version the revert's update finally locks."""
+    account = new_account(conn)
+    a, b = insert_contacts(conn, account, [{"email": "w1@example.com"}, {"email": "w2@example.com"}])
+    job = run_to_end(
+        conn, account, {"action": "update", "target": {"ids": [a, b]}, "changes": {"set": {"company": "J"}}}
+    )
+    revert = revert_job(
+        conn, account_id=account, created_by=None, job_id=job.id, retention_days=RETENTION_DAYS
+    )
+    start_planned_jobs(conn)
+    with psycopg.connect(database_url) as writer:
+        writer.execute("UPDATE contacts SET company = 'Racing' WHERE id = %s", (a,))
+        applied: list[str] = []
+        racing = threading.Thread(
+            target=lambda: applied.append(apply_on_own_connection(database_url, revert.id, 0))
+        )
+        racing.start()
+        wait_for_a_lock_waiter(conn)
+        writer.commit()
+    racing.join(timeout=30)
+
+    assert applied == ["applied"]
+    assert codes(conn, revert.id) == ["changed_since", "succeeded"]
+    companies = dict(conn.execute("SELECT id, company FROM contacts WHERE id = ANY(%s)", ([a, b],)))
+    assert companies == {a: "Racing", b: None}
