@@ -61,9 +61,15 @@ class CellError(msgspec.Struct, frozen=True):
 
 
 class PreviewRow(msgspec.Struct, frozen=True):
-    """A record as it would be stored (`line`: its line in a text file, its row in a sheet)."""
+    """A record as it would be stored.
+
+    `line` is the record's number among the file's data records, the number result files, logs and retries
+    use (a retry corrects records by it); `file_line` is where the record starts in a text file (its row in a
+    sheet), for finding it in an editor: the two differ by the header and by quoted line breaks.
+    """
 
     line: int
+    file_line: int
     record: dict[str, Any]
     errors: list[CellError]
 
@@ -178,7 +184,7 @@ def _rows(records: pl.DataFrame, lines: list[int], columns: ColumnMapping) -> li
                 CellError(
                     field="email",
                     code="duplicate_in_input",
-                    message=f"repeats the email of line {lines[first] if first < len(lines) else first + 1}",
+                    message=f"repeats the email of line {first + 1}",
                     column=source.get("email"),
                 )
             )
@@ -186,7 +192,8 @@ def _rows(records: pl.DataFrame, lines: list[int], columns: ColumnMapping) -> li
         record["email"] = check["email_normalized"] or raw["email"]
         record["phone"] = check["phone_e164"] or raw["phone"]
         record["custom_fields"] = _custom_fields(raw["custom_fields"], valid=check["custom_code"] is None)
-        rows.append(PreviewRow(line=lines[i] if i < len(lines) else i + 1, record=record, errors=errors))
+        file_line = lines[i] if i < len(lines) else i + 1
+        rows.append(PreviewRow(line=i + 1, file_line=file_line, record=record, errors=errors))
     return rows
 
 
