@@ -22,6 +22,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from crm_bulk.errors import (
     AuthenticationError,
     BackendUnavailableError,
+    ConfigError,
     ConflictError,
     CrmBulkError,
     NotFoundError,
@@ -191,6 +192,15 @@ def _domain_error(request: Request[Any, Any, Any], exc: CrmBulkError) -> Respons
     return _internal(request, exc)
 
 
+def _not_configured(request: Request[Any, Any, Any], exc: ConfigError) -> Response[Problem]:
+    # The deployment lacks a setting this request needs (e.g. webhook secrets under key-pair tokens): the
+    # operator's to fix, and nothing the client sent is wrong.
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    return problem_response(
+        request, 503, kind="not-configured", detail=f"this deployment is not configured for it: {exc}"
+    )
+
+
 def _database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     if isinstance(exc, psycopg.DataError):
         # Values the database refuses to read (a malformed timestamp in a filter): client input, not a crash.
@@ -227,6 +237,7 @@ def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Probl
 EXCEPTION_HANDLERS: dict[type[Exception], Callable[[Request[Any, Any, Any], Any], Response[Problem]]] = {
     HTTPException: _http_exception,
     CrmBulkError: _domain_error,
+    ConfigError: _not_configured,
     psycopg.Error: _database_error,
     psycopg_pool.PoolTimeout: _database_error,
     RecursionError: _too_deep,
