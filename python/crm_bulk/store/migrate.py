@@ -12,12 +12,17 @@ from pathlib import Path
 
 import psycopg
 
+from crm_bulk.errors import ConfigError
+from crm_bulk.settings import env_name
 from crm_bulk.sqlfiles import sql_root
 
 log = logging.getLogger(__name__)
 
 _FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 _LOCK_KEY = 0x6372_6D62  # "crmb"
+# The chunk statements read each row's before-image in the statement that writes it (`RETURNING old.*`,
+# new in PostgreSQL 18): an older server would fail every chunk, so it is refused before anything is created.
+MIN_SERVER_VERSION = 180000
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,16 @@ def discover(folder: Path | None = None) -> list[Migration]:
     return found
 
 
+def check_server_version(version: int) -> None:
+    """`ConfigError` naming the database setting when the server is older than PostgreSQL 18."""
+    if version < MIN_SERVER_VERSION:
+        major, minor = divmod(version, 10000)
+        raise ConfigError(
+            env_name("database_url"),
+            f"PostgreSQL {major}.{minor} is too old: crm-bulk needs PostgreSQL 18 or newer",
+        )
+
+
 def migrate(database_url: str, *, folder: Path | None = None) -> list[int]:
     """Apply pending migrations on their own connection; return the versions applied now."""
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -51,6 +66,7 @@ def migrate(database_url: str, *, folder: Path | None = None) -> list[int]:
 
 
 def _migrate(conn: psycopg.Connection[tuple[object, ...]], folder: Path | None) -> list[int]:
+    check_server_version(conn.info.server_version)
     applied_now: list[int] = []
     conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
     try:
