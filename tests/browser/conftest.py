@@ -19,7 +19,9 @@ def axe_source() -> str:
     return required_file(AXE, "run scripts/browser_tools.sh install").read_text()
 
 
-@pytest.fixture(scope="session")
+# The stack, the driver and the browser last for this package only: Playwright's sync driver keeps an event
+# loop running on the main thread while it lives, which would break later tests that call asyncio.run().
+@pytest.fixture(scope="package")
 def stack(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """API, scheduler, a worker process and the log shipper; 5,000-row chunks keep a 100k import short."""
     with (
@@ -29,14 +31,14 @@ def stack(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright_driver() -> Iterator[Playwright]:
-    """Playwright's driver for the session."""
+    """Playwright's driver for the browser tests."""
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright_driver: Playwright) -> Iterator[Browser]:
     """Debian's Chromium, headless (Playwright's own browser builds cannot be downloaded here)."""
     executable = required_file(CHROMIUM, "run scripts/browser_tools.sh install (Debian's chromium)")
