@@ -24,6 +24,7 @@ from litestar.testing import TestClient
 from crm_bulk.apply.engine import apply_chunk
 from crm_bulk.entitylog.shipper import ship_outcomes
 from crm_bulk.jobs.lifecycle import finish_jobs, start_planned_jobs
+from crm_bulk.jobs.repository import TERMINAL_STATUSES
 from crm_bulk.planner import plan_job
 from tests.integration.server_support import free_port
 
@@ -48,6 +49,10 @@ def import_csv(rows: int, *, every: int, tag: str) -> bytes:
     return out.getvalue().encode()
 
 
+# How long `run_to_end` waits for the job to turn terminal once its chunks are applied.
+RUN_TO_END_SECONDS = 30.0
+
+
 def run_to_end(client: TestClient[Litestar], database_url: str, job_id: UUID | str) -> None:
     """Plan (unless the upload did), start, apply every chunk, ship the log into the app's store, finish."""
     job = UUID(str(job_id))
@@ -60,9 +65,18 @@ def run_to_end(client: TestClient[Litestar], database_url: str, job_id: UUID | s
         ).fetchall()
         for (chunk_no,) in chunks:
             apply_chunk(conn, job, chunk_no, worker="test")
-        while ship_outcomes(conn, store):
-            pass
-        finish_jobs(conn)
+        # Another shipper (the app's own, or one of an earlier test on this database) may hold some of the
+        # outboxes mid-shipment: a job is finished only once all of its are in, so go on until it is.
+        deadline = time.monotonic() + RUN_TO_END_SECONDS
+        while True:
+            while ship_outcomes(conn, store):
+                pass
+            finish_jobs(conn)
+            status = conn.execute("SELECT status FROM bulk_actions WHERE id = %s", [job]).fetchone()
+            if status is not None and status[0] in TERMINAL_STATUSES:
+                return
+            assert time.monotonic() < deadline, f"job {job} still {status} after {RUN_TO_END_SECONDS} s"
+            time.sleep(0.1)
 
 
 def uploaded(client: TestClient[Litestar], headers: dict[str, str], body: bytes) -> dict[str, Any]:

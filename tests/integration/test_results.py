@@ -197,9 +197,14 @@ def test_viewers_read_results_other_accounts_get_404_and_bad_outcomes_a_problem(
     assert_problem(client.get(url), 401)
 
 
-# The end-to-end size: CI runs 10,000 rows; `CRM_BULK_RESULTS_ROWS=1000000` is the must-show run.
+# The end-to-end size: CI runs 10,000 rows; `CRM_BULK_RESULTS_ROWS=1000000` is the README's measurement.
 SCALE_ROWS = int(os.environ.get("CRM_BULK_RESULTS_ROWS", "10000"))
+# The API's whole peak while it streams a million-row file; asserted at that size. Its start-up peak alone
+# moves with the machine's state (204 MB on a quiet machine, 257 MB seen at the end of a full test run), so
+# at every size what streaming adds over start-up is bounded too (68 MB measured at a million rows).
 STREAM_PEAK_LIMIT_MB = 300
+STREAM_PEAK_ROWS = 1_000_000
+STREAM_GROWTH_LIMIT_MB = 96
 PIECE_ROWS = 20_000
 
 
@@ -344,7 +349,14 @@ def test_at_scale_failed_rows_by_line_a_corrected_retry_and_a_small_api_while_st
         f"{', '.join(f'{mb:.0f}' for mb in host_mb)} MB"
     )
     assert count == SCALE_ROWS - len(bad)
-    assert peak_mb < STREAM_PEAK_LIMIT_MB
+    _assert_streamed_small(start_up_mb, peak_mb)
+
+
+def _assert_streamed_small(start_up_mb: float, peak_mb: float) -> None:
+    """The API's peak while streaming: little above its start-up, and under the limit at a million rows."""
+    assert peak_mb - start_up_mb < STREAM_GROWTH_LIMIT_MB
+    if SCALE_ROWS >= STREAM_PEAK_ROWS:
+        assert peak_mb < STREAM_PEAK_LIMIT_MB
 
 
 def test_chunks_planned_before_lines_were_recorded_are_numbered_by_the_chunks_before_them(
