@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from tests.databases import own_database
+from tests.requirements import unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,10 +30,7 @@ def service_url(var: str) -> str:
     """The URL of a running test service; missing fails on CI and skips elsewhere."""
     url = os.environ.get(var) or _services_env().get(var)
     if not url:
-        message = f"{var} is not set: start the services with scripts/services.sh start"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{var} is not set: start the services with scripts/services.sh start")
     return url
 
 

@@ -9,10 +9,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 from playwright.sync_api import Page, Route
 
 from tests.integration.api_support import PASSWORD, unique_email
+from tests.requirements import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,10 +35,7 @@ SERIOUS = {"serious", "critical"}
 def required_file(path: Path, how: str) -> Path:
     """`path`, which the browser tests need; missing fails on CI and skips elsewhere (like a service)."""
     if not path.exists():
-        message = f"{path} is missing: {how}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{path} is missing: {how}")
     return path
 
 
