@@ -424,18 +424,7 @@ class Settings:
 
     def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """The networks of `trusted_proxies` (an address is a /32 or /128); `ConfigError` for a bad entry."""
-        networks = []
-        for part in (self.trusted_proxies or "").split(","):
-            if not part.strip():
-                continue
-            try:
-                # Not strict: `10.1.2.3/8` means the network it lies in, as it does to a firewall.
-                networks.append(ipaddress.ip_network(part.strip(), strict=False))
-            except ValueError:
-                raise ConfigError(
-                    env_name("trusted_proxies"), f"expected IP addresses or CIDRs, got {part.strip()!r}"
-                ) from None
-        return tuple(networks)
+        return _networks(self.trusted_proxies, "trusted_proxies")
 
     def _validate_webhooks(self) -> None:
         self.webhook_allowed_network_list()
@@ -453,17 +442,7 @@ class Settings:
 
     def webhook_allowed_network_list(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """The networks of `webhook_allowed_networks`; `ConfigError` for a bad entry."""
-        networks = []
-        for part in (self.webhook_allowed_networks or "").split(","):
-            if not part.strip():
-                continue
-            try:
-                networks.append(ipaddress.ip_network(part.strip(), strict=False))
-            except ValueError:
-                raise ConfigError(
-                    env_name("webhook_allowed_networks"), f"expected CIDRs, got {part.strip()!r}"
-                ) from None
-        return tuple(networks)
+        return _networks(self.webhook_allowed_networks, "webhook_allowed_networks")
 
     def webhook_retry_delays(self) -> tuple[float, ...]:
         """The waits of `webhook_retry_schedule` in seconds; `ConfigError` unless each is a number >= 0."""
@@ -533,6 +512,24 @@ class Settings:
         if not self.embedded_database:
             raise ConfigError(env_name("jwt_secret"), "required when CRM_BULK_DATABASE_URL is set")
         return read_or_create_secret(self.data_dir / "jwt-secret", setting=env_name("jwt_secret"))
+
+
+def _networks(
+    value: str | None, field_name: str
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A comma-separated list of IP addresses or CIDRs; `ConfigError` naming `field_name` for a bad entry."""
+    networks = []
+    for part in (value or "").split(","):
+        if not part.strip():
+            continue
+        try:
+            # Not strict: `10.1.2.3/8` means the network it lies in, as it does to a firewall.
+            networks.append(ipaddress.ip_network(part.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(
+                env_name(field_name), f"expected IP addresses or CIDRs, got {part.strip()!r}"
+            ) from None
+    return tuple(networks)
 
 
 def env_name(field_name: str) -> str:
